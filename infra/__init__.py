@@ -1,0 +1,1 @@
+"""Clefs Pulumi components: the multi-region key pyramid and storage per data class."""

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian machine: system packages, then the project venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} (apt)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# pip, minus the noise of this machine's local index mirrors; keeps pip's exit code.
+pipq() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
+
+PY=${CLEFS_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing pinned requirements into .venv"
+  pipq .venv/bin/python -m pip install -q --upgrade pip
+  pipq .venv/bin/python -m pip install -q -r requirements.txt
+  pipq .venv/bin/python -m pip install -q --no-deps -e .
+  .venv/bin/python -c "import pkcs11, pyshamir, pyrage, pulumi, pulumi_aws, boto3, typer, rich"
+  echo "$want" > "$stamp"
+fi
