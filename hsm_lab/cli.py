@@ -1,0 +1,383 @@
+"""`hsm-lab`: each ceremony step as a subcommand (Typer + Rich).
+
+Errors are one line on stderr and a non-zero exit; PINs come from
+CLEFS_USER_PIN / CLEFS_SO_PIN or a prompt, passphrases from a prompt or
+CLEFS_PASSPHRASE_<CUSTODIAN>; nothing secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hsm_lab import ceremony, errors, shares
+from hsm_lab.custodians import load_custodians, load_identities, passphrase_env, passphrase_from_env
+from hsm_lab.hsm import HSM
+from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
+from hsm_lab.shares import Share
+
+app = typer.Typer(
+    help="Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed transcript.")
+app.add_typer(transcript_app, name="transcript")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+LabOpt = Annotated[
+    Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")
+]
+ModuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--module", help="PKCS#11 module .so [env CLEFS_PKCS11_MODULE; default SoftHSM2]."
+    ),
+]
+TokenOpt = Annotated[str, typer.Option("--token", help="Token label.")]
+ShareOpt = Annotated[
+    list[Path], typer.Option("--share", help="An age-encrypted share file (repeat).")
+]
+IdentityOpt = Annotated[
+    list[Path] | None, typer.Option("--identity", "-i", help="age identity file (repeat).")
+]
+WeakOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-quorum", help="Accept K < 3 or K not a majority of N (shown in output)."
+    ),
+]
+
+
+def _open(lab: Path | None, module: str | None) -> tuple[Lab, HSM]:
+    where = Lab.at(lab)
+    return where, HSM(where.root, module)
+
+
+def _sources(
+    paths: list[Path], identities: list[Path] | None
+) -> list[tuple[str, Callable[[], Share]]]:
+    """One opener per share file, run only when that custodian presents it."""
+    loaded = load_identities(identities or [])
+
+    def opener(path: Path) -> Callable[[], Share]:
+        def open_share() -> Share:
+            claimed = path.stem
+            try:
+                blob = path.read_bytes()
+            except OSError as exc:
+                raise errors.ShareRejected(
+                    f"{claimed}: cannot read {path}: {exc.strerror}"
+                ) from None
+            passphrase = None
+            if shares.is_passphrase_sealed(blob):
+                passphrase = passphrase_from_env(claimed) or read_pin(
+                    f"passphrase of custodian {claimed}", passphrase_env(claimed)
+                )
+            return shares.unseal(blob, claimed, loaded, passphrase)
+
+        return open_share
+
+    return [(path.stem, opener(path)) for path in paths]
+
+
+def _passphrases(custodian_file: Path) -> tuple[list, dict[str, str]]:
+    custodians = load_custodians(custodian_file)
+    phrases = {}
+    for c in custodians:
+        if c.recipient is None:
+            phrases[c.name] = passphrase_from_env(c.name) or read_pin(
+                f"new passphrase for custodian {c.name}", passphrase_env(c.name), confirm=True
+            )
+    return custodians, phrases
+
+
+def _event(who: str, what: str) -> None:
+    style = "red" if what.startswith("refused") else "green"
+    out.print(f"  [{style}]{who}[/]: {what}")
+
+
+def _show_manifest(title: str, manifest: ceremony.SignedManifest, lab: Lab) -> None:
+    table = Table(title=title, show_lines=False)
+    table.add_column("custodian")
+    table.add_column("sealed to")
+    table.add_column("share file")
+    for c in manifest.body["custodians"]:
+        sealed = c["recipient"][:16] + "…" if c["recipient"] else "passphrase (scrypt)"
+        table.add_row(c["name"], sealed, str(lab.share_path(manifest.ceremony_id, c["name"])))
+    out.print(table)
+    out.print(
+        f"ceremony [bold]{manifest.ceremony_id}[/]  quorum [bold]{manifest.threshold}-of-"
+        f"{manifest.share_count}[/]  KCV [bold]{manifest.kcv}[/]  signer key "
+        f"{manifest.body['signer']['key_id']} ({manifest.body['signer']['token']})"
+    )
+    for weak in manifest.body["weakened"]:
+        out.print(f"[bold yellow]WEAKENED:[/] {weak}")
+
+
+@app.command()
+def init(lab: LabOpt = None, module: ModuleOpt = None, token: TokenOpt = PRIMARY_TOKEN) -> None:
+    """Initialise a token (SO PIN, user PIN) and its ceremony signing key; idempotent."""
+    where, hsm = _open(lab, module)
+    created = hsm.init_token(token, so_pin(confirm=True), user_pin(confirm=True))
+    state = "initialised" if created else "already initialised (unchanged)"
+    out.print(f"token [bold]{token}[/] {state} in {where.root} via {hsm.module}")
+
+
+@app.command()
+def generate(
+    custodians: Annotated[Path, typer.Option("--custodians", help="TOML custodian file.")],
+    threshold: Annotated[int, typer.Option("--threshold", "-k", help="Shares needed (K).")] = 5,
+    share_count: Annotated[
+        int | None,
+        typer.Option("--shares", "-n", help="Shares dealt (N); must match the custodian file."),
+    ] = None,
+    label: Annotated[str, typer.Option("--label", help="Master key label.")] = MASTER_LABEL,
+    allow_weak_quorum: WeakOpt = False,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Generate the master key in the HSM and deal K-of-N sealed shares."""
+    where, hsm = _open(lab, module)
+    people, phrases = _passphrases(custodians)
+    if share_count is not None and share_count != len(people):
+        raise errors.InputError(
+            f"--shares {share_count} but {custodians} lists {len(people)} custodians; make them agree"
+        )
+    manifest = ceremony.generate(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        custodians=people,
+        threshold=threshold,
+        passphrases=phrases,
+        key_label=label,
+        allow_weak=allow_weak_quorum,
+        actor=actor(),
+    )
+    _show_manifest("shares dealt", manifest, where)
+
+
+@app.command(name="import")
+def import_(
+    share: ShareOpt,
+    identity: IdentityOpt = None,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Custodians present shares one by one; at K valid shares the key enters the HSM."""
+    where, hsm = _open(lab, module)
+    manifest, used, kcv = ceremony.import_master(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        sources=_sources(share, identity),
+        actor=actor(),
+        on_event=_event,
+    )
+    out.print(
+        f"master key [bold]{manifest.key_label}[/] imported into [bold]{token}[/] from "
+        f"{', '.join(used)}; HSM KCV {kcv} = manifest KCV {manifest.kcv}"
+    )
+
+
+@app.command()
+def rekey(
+    share: ShareOpt,
+    custodians: Annotated[
+        Path, typer.Option("--custodians", help="TOML file of the NEW custodians.")
+    ],
+    threshold: Annotated[int, typer.Option("--threshold", "-k", help="New K.")] = 5,
+    identity: IdentityOpt = None,
+    allow_weak_quorum: WeakOpt = False,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Deal a new share set for the same key (same KCV); the old set is retired."""
+    where, hsm = _open(lab, module)
+    people, phrases = _passphrases(custodians)
+    old, new, used = ceremony.rekey(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        sources=_sources(share, identity),
+        custodians=people,
+        threshold=threshold,
+        passphrases=phrases,
+        allow_weak=allow_weak_quorum,
+        actor=actor(),
+        on_event=_event,
+    )
+    out.print(f"quorum of the retired set {old.ceremony_id}: {', '.join(used)}")
+    _show_manifest("new share set", new, where)
+
+
+def _drill(results: list[ceremony.DrillResult]) -> None:
+    table = Table(title="share drill")
+    table.add_column("custodian")
+    table.add_column("result")
+    for r in results:
+        table.add_row(
+            r.custodian, f"[green]ok[/] {r.detail}" if r.ok else f"[red]FAILED[/] {r.detail}"
+        )
+    out.print(table)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise errors.ShareRejected(f"{len(failed)} share(s) failed the drill: {failed[0].detail}")
+
+
+@app.command(name="verify-share")
+def verify_share(
+    share: Annotated[Path, typer.Option("--share", help="Your age-encrypted share file.")],
+    identity: IdentityOpt = None,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """A custodian checks their share against the signed manifest, with no other share."""
+    where, hsm = _open(lab, module)
+    _drill(
+        ceremony.verify_shares(
+            hsm,
+            where,
+            token=token,
+            user_pin=user_pin(),
+            sources=_sources([share], identity),
+            actor=actor(),
+        )
+    )
+
+
+@app.command(name="verify-all")
+def verify_all(
+    identity: IdentityOpt = None,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Drill every custodian of the current share set (their identities or passphrases)."""
+    where, hsm = _open(lab, module)
+    manifest = ceremony.current_manifest(hsm, where)
+    paths = [where.share_path(manifest.ceremony_id, name) for name in manifest.custodians]
+    _drill(
+        ceremony.verify_shares(
+            hsm,
+            where,
+            token=token,
+            user_pin=user_pin(),
+            sources=_sources(paths, identity),
+            actor=actor(),
+        )
+    )
+
+
+@app.command()
+def status(
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What the token holds: labels, KCVs, security attributes (read via PKCS#11)."""
+    where, hsm = _open(lab, module)
+    with hsm.session(token, user_pin=user_pin()) as session:
+        keys = session.inventory()
+        ceremony.transcript(where).append(
+            session, actor(), "status", {"token": token, "objects": len(keys)}
+        )
+    if as_json:
+        out.print_json(json.dumps([k.__dict__ for k in keys]))
+        return
+    table = Table(title=f"token {token} ({hsm.module.name})")
+    for column in ("label", "class", "type", "KCV", "attributes set"):
+        table.add_column(column)
+    for k in keys:
+        flags = " ".join(name for name, on in k.attributes.items() if on)
+        table.add_row(k.label, k.object_class, k.key_type, k.kcv or "-", flags)
+    out.print(table)
+
+
+@transcript_app.command("verify")
+def transcript_verify(lab: LabOpt = None, module: ModuleOpt = None) -> None:
+    """Check the hash chain and the HSM signature over its head."""
+    where, hsm = _open(lab, module)
+    verified = ceremony.transcript(where).verify(hsm.signing_public_key)
+    out.print(
+        f"[green]transcript OK[/]: {verified.entries} entries, head {verified.head[:16]}…, signed by "
+        f"token {verified.signer_token} key {verified.signer_key_id}"
+    )
+
+
+@transcript_app.command("show")
+def transcript_show(lab: LabOpt = None) -> None:
+    """Print the transcript entries."""
+    where = Lab.at(lab)
+    table = Table(title=str(where.transcript))
+    for column in ("seq", "time", "actor", "action", "params"):
+        table.add_column(column)
+    for entry in ceremony.transcript(where).entries():
+        table.add_row(
+            str(entry.get("seq")),
+            str(entry.get("time")),
+            str(entry.get("actor")),
+            str(entry.get("action")),
+            json.dumps(entry.get("params"), separators=(",", ":"))[:120],
+        )
+    out.print(table)
+
+
+@app.command()
+def rehearse(
+    lab: Annotated[
+        Path | None, typer.Option("--lab", help="A fresh (empty or absent) lab directory.")
+    ] = None,
+    module: ModuleOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Which custodians turn up.")] = None,
+) -> None:
+    """The whole ceremony in a fresh lab with simulated custodians, then an account of it."""
+    from hsm_lab.rehearsal import rehearse as run
+    from hsm_lab.report import print_rehearsal
+
+    if lab is None:
+        from datetime import UTC, datetime
+
+        lab = Path("lab") / datetime.now(UTC).strftime("rehearsal-%Y%m%dT%H%M%SZ")
+    report = run(lab, module=module, seed=seed, on_step=lambda s: out.print(f"[dim]→ {s}[/]"))
+    print_rehearsal(out, report)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, non-zero exits, no tracebacks."""
+    try:
+        app(standalone_mode=False)
+    except errors.ClefsError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

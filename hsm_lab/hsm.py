@@ -1,0 +1,615 @@
+"""The HSM, spoken to through PKCS#11 and nothing else.
+
+One object (`HSM`) owns the loaded PKCS#11 module for a lab directory: it
+finds the module, keeps SoftHSM2's config and token directory private to the
+lab, initialises tokens, and opens sessions under an exclusive file lock
+(SoftHSM2's file backend rewrites the token on every login, so two processes
+at once corrupt it). Inside a session, `TokenSession` speaks in domain terms:
+random bytes, the master key, its KCV, the ceremony signing key.
+
+Every PKCS#11 failure leaves this module as a one-line `HSMError`; the raw
+python-pkcs11 exceptions have empty messages and never reach a person.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pkcs11
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from pkcs11.util.rsa import encode_rsa_public_key
+
+from hsm_lab import errors
+from hsm_lab.fs import atomic_write_text, wipe
+
+SOFTHSM_CANDIDATES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+MODULE_ENV = "CLEFS_PKCS11_MODULE"
+SIGNING_LABEL = "clefs-signing"
+KCV_LEN = 3  # bytes: the customary AES key check value length
+
+# Attributes every master-class key gets, spelled out (FIELD-NOTES: unwrap and
+# create_object default to permissive values, so nothing is left to defaults).
+SECRET_KEY_POLICY: dict[Attribute, object] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: True,  # only so that BYOK export is possible ...
+    Attribute.WRAP_WITH_TRUSTED: True,  # ... and only under a TRUSTED key
+    Attribute.MODIFIABLE: False,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.DERIVE: True,  # L1 class keys and the KCV are derived in the HSM
+}
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the token says about one key object (never its value)."""
+
+    label: str
+    object_class: str
+    key_type: str
+    kcv: str | None
+    attributes: dict[str, bool]
+
+
+def find_module(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The PKCS#11 module: --module, then $CLEFS_PKCS11_MODULE, then SoftHSM2."""
+    chosen = explicit or os.environ.get(MODULE_ENV)
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise errors.ModuleNotFound(
+                f"no PKCS#11 module at {path}: pass --module or set {MODULE_ENV} "
+                "to the module's .so file"
+            )
+        return path
+    for candidate in SOFTHSM_CANDIDATES:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise errors.ModuleNotFound(
+        "no PKCS#11 module found: install SoftHSM2 (apt-get install softhsm2) "
+        f"or pass --module / set {MODULE_ENV}"
+    )
+
+
+def is_softhsm(module: Path) -> bool:
+    return "softhsm" in module.name.lower()
+
+
+def softhsm_config(lab_dir: Path) -> Path:
+    """Write (once) the lab's private SoftHSM2 config and token directory."""
+    token_dir = lab_dir / "tokens"
+    token_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf = lab_dir / "softhsm2.conf"
+    text = (
+        "# SoftHSM2 config private to this Clefs lab (never the system one)\n"
+        f"directories.tokendir = {token_dir.resolve()}\n"
+        "objectstore.backend = file\n"
+        "log.level = ERROR\n"
+        "slots.removable = false\n"
+        "slots.mechanisms = ALL\n"
+    )
+    if not conf.exists() or conf.read_text() != text:
+        atomic_write_text(conf, text)
+    return conf
+
+
+# One loaded library per module path per process; SoftHSM2 re-reads
+# SOFTHSM2_CONF on C_Initialize, so switching labs means re-initialising.
+_LIBS: dict[Path, tuple[pkcs11.lib, str | None]] = {}
+_LIBS_LOCK = threading.Lock()
+
+
+def _load(module: Path, softhsm_conf: Path | None) -> pkcs11.lib:
+    conf = str(softhsm_conf) if softhsm_conf else None
+    with _LIBS_LOCK:
+        if conf:
+            os.environ["SOFTHSM2_CONF"] = conf
+        cached = _LIBS.get(module)
+        if cached is None:
+            try:
+                lib = pkcs11.lib(str(module))
+            except p11.PKCS11Error as exc:
+                raise errors.ModuleNotFound(
+                    f"cannot load PKCS#11 module {module}: {exc or type(exc).__name__}"
+                ) from None
+            _LIBS[module] = (lib, conf)
+            return lib
+        lib, loaded_conf = cached
+        if loaded_conf != conf:
+            lib.reinitialize()
+            _LIBS[module] = (lib, conf)
+        return lib
+
+
+_MESSAGES: dict[type[p11.PKCS11Error], str] = {
+    p11.PinIncorrect: "the PIN was refused by the token; check the PIN and try again",
+    p11.PinLenRange: "the PIN has a length the token does not accept (SoftHSM2: 4 to 255)",
+    p11.PinLocked: "the PIN is locked; the security officer must reset it",
+    p11.UserPinNotInitialized: "the token has no user PIN yet; run `hsm-lab init`",
+    p11.AttributeSensitive: "the token refused to reveal a sensitive attribute",
+    p11.KeyUnextractable: "the key is not extractable",
+    p11.KeyFunctionNotPermitted
+    if hasattr(p11, "KeyFunctionNotPermitted")
+    else p11.FunctionRejected: "the key's attributes do not permit this operation",
+    p11.MechanismInvalid: "the token does not support the mechanism this step needs",
+    p11.TokenNotRecognised: "the token is not recognised; check the module and lab",
+    p11.TemplateInconsistent: "the token refused the key template",
+    p11.WrappedKeyInvalid: "the wrapped key was refused by the token",
+    p11.EncryptedDataInvalid: "the token could not decrypt the data",
+}
+
+
+def _explain(exc: p11.PKCS11Error, doing: str) -> errors.HSMError:
+    """Turn a message-less python-pkcs11 exception into a one-line error."""
+    if isinstance(exc, p11.PinIncorrect):
+        return errors.PinIncorrect(f"{doing}: the PIN was refused by the token")
+    for kind, text in _MESSAGES.items():
+        if isinstance(exc, kind):
+            return errors.HSMError(f"{doing}: {text}")
+    return errors.HSMError(f"{doing}: PKCS#11 error {type(exc).__name__}")
+
+
+class HSM:
+    """The PKCS#11 module as seen from one lab directory."""
+
+    def __init__(
+        self, lab_dir: str | os.PathLike[str], module: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.lab_dir = Path(lab_dir)
+        self.module = find_module(module)
+        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        self.softhsm_conf = softhsm_config(self.lab_dir) if is_softhsm(self.module) else None
+        self._lock_path = self.lab_dir / "hsm.lock"
+
+    @property
+    def lib(self) -> pkcs11.lib:
+        return _load(self.module, self.softhsm_conf)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive across processes: SoftHSM2's file store is not."""
+        with open(self._lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- tokens ---------------------------------------------------------
+
+    def token_labels(self) -> list[str]:
+        with self.locked():
+            lib = self.lib
+            try:
+                return [t.label for t in lib.get_tokens() if _token_initialized(t)]
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, "listing tokens") from None
+
+    def has_token(self, label: str) -> bool:
+        return label in self.token_labels()
+
+    def init_token(self, label: str, so_pin: str, user_pin: str) -> bool:
+        """Initialise a token with SO and user PINs; False if it already exists.
+
+        python-pkcs11 has no C_InitToken/C_InitPIN, so they are called through
+        ctypes on the same loaded module (any PKCS#11 module, not only SoftHSM).
+        """
+        _check_pin(so_pin, "SO PIN")
+        _check_pin(user_pin, "user PIN")
+        if len(label.encode()) > 32:
+            raise errors.InputError(f"token label {label!r} is longer than 32 bytes; shorten it")
+        with self.locked():
+            lib = self.lib
+            try:
+                for token in lib.get_tokens():
+                    if _token_initialized(token) and token.label == label:
+                        return False
+                free = [
+                    slot
+                    for slot in lib.get_slots(token_present=True)
+                    if not _token_initialized(slot.get_token())
+                ]
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, "looking for a free slot") from None
+            if not free:
+                raise errors.HSMError(
+                    f"no free slot to initialise token {label!r} on module {self.module}"
+                )
+            _ctypes_init_token(self.module, free[0].slot_id, label, so_pin, user_pin)
+            lib.reinitialize()
+        with self.session(label, user_pin=user_pin) as session:
+            session.ensure_signing_key()
+        return True
+
+    def signing_public_key(self, label: str) -> ec.EllipticCurvePublicKey:
+        """The token's ceremony signing key, read without logging in (it is public)."""
+        with self.locked():
+            lib = self.lib
+            try:
+                token = lib.get_token(token_label=label)
+                with token.open(rw=False) as raw:
+                    return TokenSession(raw, label).signing_public_key()
+            except p11.NoSuchToken:
+                raise errors.TokenNotInitialized(
+                    f"no token {label!r} in lab {self.lab_dir}: run `hsm-lab init --token {label}`"
+                ) from None
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, f"reading the signing key of token {label!r}") from None
+
+    @contextmanager
+    def session(
+        self, label: str, *, user_pin: str | None = None, so_pin: str | None = None
+    ) -> Iterator[TokenSession]:
+        """A logged-in read/write session on token `label`, under the lab lock."""
+        with self.locked():
+            lib = self.lib
+            try:
+                token = lib.get_token(token_label=label)
+            except p11.NoSuchToken:
+                raise errors.TokenNotInitialized(
+                    f"no token {label!r} in lab {self.lab_dir}: run `hsm-lab init --token {label}`"
+                ) from None
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, f"finding token {label!r}") from None
+            try:
+                raw = token.open(rw=True, user_pin=user_pin, so_pin=so_pin)
+            except p11.PKCS11Error as exc:
+                # A failed login leaks the session (FIELD-NOTES); start clean.
+                lib.reinitialize()
+                who = "SO" if so_pin is not None else "user"
+                if isinstance(exc, p11.PinIncorrect):
+                    raise errors.PinIncorrect(
+                        f"token {label!r}: the {who} PIN was refused; check it and try again"
+                    ) from None
+                raise _explain(exc, f"opening token {label!r}") from None
+            try:
+                with raw:
+                    yield TokenSession(raw, label)
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, f"token {label!r}") from None
+
+
+def _token_initialized(token: pkcs11.Token) -> bool:
+    return bool(token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED)
+
+
+def _check_pin(pin: str, what: str) -> None:
+    if not 4 <= len(pin.encode()) <= 255:
+        raise errors.InputError(f"the {what} must be 4 to 255 bytes long")
+
+
+_CKR_NAMES = {
+    0xA0: "PinIncorrect",
+    0xA1: "PinInvalid",
+    0xA2: "PinLenRange",
+    0x3: "SlotIDInvalid",
+    0xB6: "SessionExists",
+    0xE0: "TokenNotPresent",
+    0x101: "UserNotLoggedIn",
+}
+
+
+def _ctypes_init_token(module: Path, slot_id: int, label: str, so_pin: str, user_pin: str) -> None:
+    """C_InitToken + C_InitPIN through ctypes (the module is already initialised)."""
+    dll = ctypes.CDLL(str(module))
+    ulong = ctypes.c_ulong
+    so = so_pin.encode()
+    user = user_pin.encode()
+    label32 = label.encode().ljust(32, b" ")
+    session = ulong(0)
+
+    def check(rv: int, step: str) -> None:
+        if rv != 0:
+            name = _CKR_NAMES.get(rv, f"CKR 0x{rv:x}")
+            raise errors.HSMError(f"initialising token {label!r}: {step} failed ({name})")
+
+    check(
+        dll.C_InitToken(ulong(slot_id), ctypes.c_char_p(so), ulong(len(so)), label32), "C_InitToken"
+    )
+    # New token: SoftHSM2 moves it to a new slot id; find it by label.
+    count = ulong(0)
+    check(dll.C_GetSlotList(ctypes.c_ubyte(1), None, ctypes.byref(count)), "C_GetSlotList")
+    slots = (ulong * count.value)()
+    check(dll.C_GetSlotList(ctypes.c_ubyte(1), slots, ctypes.byref(count)), "C_GetSlotList")
+    target = _slot_with_label(dll, list(slots), label32) or slot_id
+    rw_serial = ulong(0x4 | 0x2)
+    check(
+        dll.C_OpenSession(ulong(target), rw_serial, None, None, ctypes.byref(session)),
+        "C_OpenSession",
+    )
+    try:
+        check(dll.C_Login(session, ulong(0), ctypes.c_char_p(so), ulong(len(so))), "SO login")
+        try:
+            check(dll.C_InitPIN(session, ctypes.c_char_p(user), ulong(len(user))), "C_InitPIN")
+        finally:
+            dll.C_Logout(session)
+    finally:
+        dll.C_CloseSession(session)
+
+
+class _TokenInfo(ctypes.Structure):
+    _fields_ = [
+        ("label", ctypes.c_char * 32),
+        ("manufacturerID", ctypes.c_char * 32),
+        ("model", ctypes.c_char * 16),
+        ("serialNumber", ctypes.c_char * 16),
+        ("flags", ctypes.c_ulong),
+        ("rest", ctypes.c_byte * 256),
+    ]
+
+
+def _slot_with_label(dll: ctypes.CDLL, slots: list[int], label32: bytes) -> int | None:
+    for slot in slots:
+        info = _TokenInfo()
+        if dll.C_GetTokenInfo(ctypes.c_ulong(slot), ctypes.byref(info)) == 0:
+            if bytes(info.label) == label32:
+                return slot
+    return None
+
+
+class TokenSession:
+    """Domain operations inside one logged-in session on one token."""
+
+    def __init__(self, raw: pkcs11.Session, token_label: str) -> None:
+        self.raw = raw
+        self.token_label = token_label
+
+    # -- randomness and keys ----------------------------------------------
+
+    def random_bytes(self, count: int) -> bytearray:
+        """Bytes from the HSM's RNG (C_GenerateRandom), in a wipeable buffer."""
+        return bytearray(self.raw.generate_random(count * 8))
+
+    def find_secret_key(self, label: str) -> pkcs11.SecretKey | None:
+        found = list(
+            self.raw.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+        )
+        if len(found) > 1:
+            raise errors.HSMError(
+                f"token {self.token_label!r} holds {len(found)} keys labelled {label!r}"
+            )
+        return found[0] if found else None
+
+    def require_secret_key(self, label: str) -> pkcs11.SecretKey:
+        key = self.find_secret_key(label)
+        if key is None:
+            raise errors.KeyNotFound(f"token {self.token_label!r} has no key labelled {label!r}")
+        return key
+
+    def import_secret(
+        self,
+        label: str,
+        secret: bytearray,
+        *,
+        store: bool = True,
+        policy: dict[Attribute, object] | None = None,
+    ) -> pkcs11.SecretKey:
+        """Put an AES key into the HSM by unwrapping it under an ephemeral RSA key.
+
+        The transport key pair lives only in this session; Python sees its
+        public half, encrypts the secret to it (OAEP-SHA1: SoftHSM2's only
+        OAEP), and the HSM unwraps it straight into a key object.
+        """
+        if store and self.find_secret_key(label) is not None:
+            raise errors.KeyLabelExists(
+                f"token {self.token_label!r} already holds a key labelled {label!r}; "
+                "refusing to overwrite it (pick another --label or use a fresh token)"
+            )
+        if len(secret) not in (16, 24, 32):
+            raise errors.InputError(f"an AES key is 16, 24 or 32 bytes, not {len(secret)}")
+        public, private = self.raw.generate_keypair(
+            KeyType.RSA,
+            2048,
+            store=False,
+            public_template={
+                Attribute.ENCRYPT: False,
+                Attribute.WRAP: True,
+                Attribute.VERIFY: False,
+            },
+            private_template={
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.DECRYPT: False,
+                Attribute.UNWRAP: True,
+                Attribute.SIGN: False,
+            },
+        )
+        try:
+            transport = serialization.load_der_public_key(encode_rsa_public_key(public))
+            assert isinstance(transport, rsa.RSAPublicKey)
+            wrapped = transport.encrypt(
+                bytes(secret),
+                padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303
+            )
+            template = dict(policy or SECRET_KEY_POLICY)
+            template[Attribute.TOKEN] = store
+            return private.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.AES,
+                wrapped,
+                label=label,
+                store=store,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+                template=template,
+            )
+        finally:
+            private.destroy()
+            public.destroy()
+
+    def kcv(self, key: pkcs11.SecretKey) -> str:
+        """AES key check value: AES-ECB(key, 0^128), first 3 bytes, hex.
+
+        Computed inside the HSM through AES_ECB_ENCRYPT_DATA derivation into a
+        short-lived session object, so the key itself needs no ENCRYPT right.
+        """
+        probe = key.derive_key(
+            KeyType.GENERIC_SECRET,
+            128,
+            store=False,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=bytes(16),
+            template={
+                Attribute.TOKEN: False,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.DERIVE: False,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+            },
+        )
+        try:
+            return bytes(probe[Attribute.VALUE][:KCV_LEN]).hex()
+        finally:
+            probe.destroy()
+
+    def destroy_key(self, label: str) -> None:
+        self.require_secret_key(label).destroy()
+
+    # -- ceremony signing key --------------------------------------------------
+
+    def ensure_signing_key(self) -> ec.EllipticCurvePublicKey:
+        """The token's EC P-256 signing key (created once, never extractable)."""
+        existing = self._signing_public()
+        if existing is not None:
+            return existing
+        params = self.raw.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        params.generate_keypair(
+            label=SIGNING_LABEL,
+            store=True,
+            public_template={
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.VERIFY: True,
+                Attribute.ENCRYPT: False,
+                Attribute.WRAP: False,
+                Attribute.DERIVE: False,
+                Attribute.MODIFIABLE: False,
+            },
+            private_template={
+                Attribute.MODIFIABLE: False,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.SIGN: True,
+                Attribute.DECRYPT: False,
+                Attribute.UNWRAP: False,
+                Attribute.DERIVE: False,
+            },
+        )
+        created = self._signing_public()
+        assert created is not None
+        return created
+
+    def _signing_public(self) -> ec.EllipticCurvePublicKey | None:
+        found = list(
+            self.raw.get_objects(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: SIGNING_LABEL}
+            )
+        )
+        if not found:
+            return None
+        key = serialization.load_der_public_key(encode_ec_public_key(found[0]))
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        return key
+
+    def signing_public_key(self) -> ec.EllipticCurvePublicKey:
+        key = self._signing_public()
+        if key is None:
+            raise errors.KeyNotFound(
+                f"token {self.token_label!r} has no signing key; run `hsm-lab init` again"
+            )
+        return key
+
+    def sign(self, message: bytes) -> bytes:
+        """ECDSA P-256 over SHA-256(message), raw r||s (the JWS ES256 form)."""
+        private = self.raw.get_key(object_class=ObjectClass.PRIVATE_KEY, label=SIGNING_LABEL)
+        return private.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA)
+
+    # -- inventory --------------------------------------------------------------
+
+    def inventory(self) -> list[KeyInfo]:
+        """Every key object the session can see, with its security attributes."""
+        result: list[KeyInfo] = []
+        for obj in self.raw.get_objects():
+            object_class = obj[Attribute.CLASS]
+            if object_class not in (
+                ObjectClass.SECRET_KEY,
+                ObjectClass.PRIVATE_KEY,
+                ObjectClass.PUBLIC_KEY,
+            ):
+                continue
+            attributes = {}
+            for attr in _REPORTED_ATTRIBUTES:
+                try:
+                    attributes[attr.name.lower()] = bool(obj[attr])
+                except p11.PKCS11Error:
+                    continue
+            kcv = None
+            if object_class == ObjectClass.SECRET_KEY and attributes.get("derive"):
+                kcv = self.kcv(obj)
+            result.append(
+                KeyInfo(
+                    label=obj[Attribute.LABEL],
+                    object_class=object_class.name.lower(),
+                    key_type=obj[Attribute.KEY_TYPE].name,
+                    kcv=kcv,
+                    attributes=attributes,
+                )
+            )
+        return sorted(result, key=lambda k: (k.label, k.object_class))
+
+
+_REPORTED_ATTRIBUTES = (
+    Attribute.TOKEN,
+    Attribute.PRIVATE,
+    Attribute.SENSITIVE,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.EXTRACTABLE,
+    Attribute.NEVER_EXTRACTABLE,
+    Attribute.WRAP_WITH_TRUSTED,
+    Attribute.TRUSTED,
+    Attribute.MODIFIABLE,
+    Attribute.LOCAL,
+    Attribute.ENCRYPT,
+    Attribute.DECRYPT,
+    Attribute.SIGN,
+    Attribute.VERIFY,
+    Attribute.WRAP,
+    Attribute.UNWRAP,
+    Attribute.DERIVE,
+)
+
+__all__ = ["HSM", "KeyInfo", "TokenSession", "find_module", "wipe"]
