@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -365,17 +364,9 @@ def rehearse(
 def main() -> None:
     """Console entry point: one-line errors, non-zero exits, no tracebacks."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
     except errors.ClefsError as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 
 
