@@ -1,0 +1,108 @@
+"""Shared fixtures: a private SoftHSM2 lab per test session, a dealt ceremony.
+
+Everything here drives the real SoftHSM2 module; nothing PKCS#11 is mocked.
+Each lab lives under pytest's tmp directory with its own softhsm2.conf and
+token directory, never the system one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from hsm_lab import ceremony, shares
+from hsm_lab.custodians import Custodian
+from hsm_lab.hsm import HSM
+from hsm_lab.lab import PRIMARY_TOKEN, Lab
+from hsm_lab.manifest import SignedManifest
+from hsm_lab.shares import Share
+
+pytest_plugins = ["tests.localstack_fixture"] if (Path(__file__).parent / "localstack_fixture.py").exists() else []
+
+NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
+PASSPHRASE_CUSTODIAN = "bob"
+
+
+@dataclass
+class LabUnderTest:
+    """A lab with initialised tokens and known (random, in-memory) PINs."""
+
+    lab: Lab
+    hsm: HSM
+    so_pin: str
+    pin: str
+    tokens: list[str] = field(default_factory=list)
+
+    def new_token(self, label: str) -> str:
+        self.hsm.init_token(label, self.so_pin, self.pin)
+        self.tokens.append(label)
+        return label
+
+
+def make_lab(root: Path) -> LabUnderTest:
+    lab = Lab(root)
+    hsm = HSM(root)
+    under_test = LabUnderTest(lab, hsm, secrets.token_urlsafe(10), secrets.token_urlsafe(10))
+    under_test.new_token(PRIMARY_TOKEN)
+    return under_test
+
+
+@dataclass
+class Dealt:
+    """A 5-of-7 ceremony: 6 X25519 custodians and one passphrase custodian."""
+
+    env: LabUnderTest
+    manifest: SignedManifest
+    identities: dict[str, pyrage.x25519.Identity]
+    passphrase: str
+    opened: dict[str, Share]  # each share opened once, copied on use
+
+    def share(self, name: str) -> Share:
+        original = self.opened[name]
+        return Share(original.ceremony_id, original.custodian, bytearray(original.value))
+
+    def source(self, name: str) -> Callable[[], Share]:
+        return lambda: self.share(name)
+
+    def sealed(self, name: str) -> bytes:
+        return self.env.lab.share_path(self.manifest.ceremony_id, name).read_bytes()
+
+
+def deal(env: LabUnderTest, names: tuple[str, ...] = NAMES, threshold: int = 5) -> Dealt:
+    identities = {n: pyrage.x25519.Identity.generate() for n in names if n != PASSPHRASE_CUSTODIAN}
+    passphrase = secrets.token_urlsafe(12)
+    custodians = [
+        Custodian(n, str(identities[n].to_public()) if n in identities else None) for n in names
+    ]
+    manifest = ceremony.generate(
+        env.hsm, env.lab, token=PRIMARY_TOKEN, user_pin=env.pin, custodians=custodians,
+        threshold=threshold, passphrases={PASSPHRASE_CUSTODIAN: passphrase}, actor="pytest",
+    )
+    opened = {}
+    for n in names:
+        blob = env.lab.share_path(manifest.ceremony_id, n).read_bytes()
+        if n in identities:
+            opened[n] = shares.unseal(blob, n, [identities[n]])
+        else:
+            opened[n] = shares.unseal(blob, n, passphrase=passphrase)
+    return Dealt(env, manifest, identities, passphrase, opened)
+
+
+@pytest.fixture(scope="session")
+def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabUnderTest]:
+    yield make_lab(tmp_path_factory.mktemp("lab"))
+
+
+@pytest.fixture(scope="session")
+def dealt(lab_env: LabUnderTest) -> Dealt:
+    return deal(lab_env)
+
+
+@pytest.fixture
+def fresh_env(tmp_path: Path) -> LabUnderTest:
+    return make_lab(tmp_path / "lab")
