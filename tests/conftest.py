@@ -7,7 +7,10 @@ token directory, never the system one.
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,9 @@ from hsm_lab.lab import PRIMARY_TOKEN, Lab
 from hsm_lab.manifest import SignedManifest
 from hsm_lab.shares import Share
 
-pytest_plugins = ["tests.localstack_fixture"] if (Path(__file__).parent / "localstack_fixture.py").exists() else []
+pytest_plugins = (
+    ["tests.localstack_fixture"] if (Path(__file__).parent / "localstack_fixture.py").exists() else []
+)
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
 PASSPHRASE_CUSTODIAN = "bob"
@@ -76,12 +81,16 @@ class Dealt:
 def deal(env: LabUnderTest, names: tuple[str, ...] = NAMES, threshold: int = 5) -> Dealt:
     identities = {n: pyrage.x25519.Identity.generate() for n in names if n != PASSPHRASE_CUSTODIAN}
     passphrase = secrets.token_urlsafe(12)
-    custodians = [
-        Custodian(n, str(identities[n].to_public()) if n in identities else None) for n in names
-    ]
+    custodians = [Custodian(n, str(identities[n].to_public()) if n in identities else None) for n in names]
     manifest = ceremony.generate(
-        env.hsm, env.lab, token=PRIMARY_TOKEN, user_pin=env.pin, custodians=custodians,
-        threshold=threshold, passphrases={PASSPHRASE_CUSTODIAN: passphrase}, actor="pytest",
+        env.hsm,
+        env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=env.pin,
+        custodians=custodians,
+        threshold=threshold,
+        passphrases={PASSPHRASE_CUSTODIAN: passphrase},
+        actor="pytest",
     )
     opened = {}
     for n in names:
@@ -106,3 +115,34 @@ def dealt(lab_env: LabUnderTest) -> Dealt:
 @pytest.fixture
 def fresh_env(tmp_path: Path) -> LabUnderTest:
     return make_lab(tmp_path / "lab")
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m hsm_lab` as a user would: env PINs, no terminal, wide output."""
+
+    def run(
+        *args: str,
+        lab: Path,
+        pin: str | None = None,
+        so_pin: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLEFS_")}
+        env.update({"CLEFS_LAB": str(lab), "COLUMNS": "200", "CLEFS_ACTOR": "pytest-cli"})
+        if pin is not None:
+            env["CLEFS_USER_PIN"] = pin
+        if so_pin is not None:
+            env["CLEFS_SO_PIN"] = so_pin
+        env.update(extra_env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "hsm_lab", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+        )
+
+    return run

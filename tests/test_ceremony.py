@@ -21,8 +21,12 @@ from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, LabUnderTest, dea
 
 def import_into(dealt: Dealt, token: str, names: tuple[str, ...]) -> tuple[list[str], str]:
     _manifest, used, kcv = ceremony.import_master(
-        dealt.env.hsm, dealt.env.lab, token=token, user_pin=dealt.env.pin,
-        sources=[(n, dealt.source(n)) for n in names], actor="pytest",
+        dealt.env.hsm,
+        dealt.env.lab,
+        token=token,
+        user_pin=dealt.env.pin,
+        sources=[(n, dealt.source(n)) for n in names],
+        actor="pytest",
     )
     return used, kcv
 
@@ -71,7 +75,9 @@ def test_imported_key_is_sensitive_unreadable_and_wrappable_only_by_trusted_keys
         with pytest.raises(pkcs11.exceptions.PKCS11Error):
             key[Attribute.SENSITIVE] = False  # tightened for good, never loosened
         untrusted = session.raw.generate_key(
-            KeyType.AES, 256, store=False,
+            KeyType.AES,
+            256,
+            store=False,
             template={Attribute.WRAP: True, Attribute.TRUSTED: False, Attribute.TOKEN: False},
         )
         with pytest.raises(pkcs11.exceptions.PKCS11Error):
@@ -82,10 +88,21 @@ def test_imported_key_is_sensitive_unreadable_and_wrappable_only_by_trusted_keys
 def test_pkcs11_tool_sees_the_objects(dealt: Dealt) -> None:
     env = dealt.env
     listing = subprocess.run(
-        ["pkcs11-tool", "--module", str(env.hsm.module), "--token-label", PRIMARY_TOKEN,
-         "--list-objects", "--login", "--pin", env.pin],
+        [
+            "pkcs11-tool",
+            "--module",
+            str(env.hsm.module),
+            "--token-label",
+            PRIMARY_TOKEN,
+            "--list-objects",
+            "--login",
+            "--pin",
+            env.pin,
+        ],
         env={"SOFTHSM2_CONF": str(env.hsm.softhsm_conf), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     master = listing.split("label:      clefs-master")[0].rsplit("Secret Key Object", 1)[1]
     assert "AES" in master
@@ -101,8 +118,9 @@ def refused(dealt: Dealt, sources: list, match: str) -> None:
     token = f"refusal-{len(dealt.env.tokens)}"
     dealt.env.new_token(token)
     with pytest.raises(errors.ShareRejected, match=match):
-        ceremony.import_master(dealt.env.hsm, dealt.env.lab, token=token, user_pin=dealt.env.pin,
-                               sources=sources, actor="pytest")
+        ceremony.import_master(
+            dealt.env.hsm, dealt.env.lab, token=token, user_pin=dealt.env.pin, sources=sources, actor="pytest"
+        )
     with dealt.env.hsm.session(token, user_pin=dealt.env.pin) as session:
         assert session.find_secret_key(MASTER_LABEL) is None, "nothing half-imported"
 
@@ -114,8 +132,11 @@ def flipped_value(share: Share) -> Share:
 
 
 def test_duplicate_share_is_refused_naming_the_custodian(dealt: Dealt) -> None:
-    refused(dealt, [("alice", dealt.source("alice")), ("alice", dealt.source("alice"))],
-            "alice: share already presented")
+    refused(
+        dealt,
+        [("alice", dealt.source("alice")), ("alice", dealt.source("alice"))],
+        "alice: share already presented",
+    )
 
 
 def test_same_share_under_another_name_is_refused_as_a_duplicate(dealt: Dealt) -> None:
@@ -125,16 +146,22 @@ def test_same_share_under_another_name_is_refused_as_a_duplicate(dealt: Dealt) -
 
 
 def test_bit_flipped_share_value_is_refused_by_its_commitment(dealt: Dealt) -> None:
-    refused(dealt, [("dave", lambda: flipped_value(dealt.share("dave")))],
-            "dave: share does not match its commitment")
+    refused(
+        dealt,
+        [("dave", lambda: flipped_value(dealt.share("dave")))],
+        "dave: share does not match its commitment",
+    )
 
 
 def test_bit_flipped_share_file_cannot_be_opened(dealt: Dealt) -> None:
     blob = bytearray(dealt.sealed("erin"))
     blob[-5] ^= 0x01
     identity = dealt.identities["erin"]
-    refused(dealt, [("erin", lambda: shares.unseal(bytes(blob), "erin", [identity]))],
-            "erin: cannot open the share")
+    refused(
+        dealt,
+        [("erin", lambda: shares.unseal(bytes(blob), "erin", [identity]))],
+        "erin: cannot open the share",
+    )
 
 
 def test_share_of_another_ceremony_is_refused(dealt: Dealt, fresh_env: LabUnderTest) -> None:
@@ -151,10 +178,16 @@ def test_share_of_a_non_custodian_is_refused(dealt: Dealt) -> None:
 def test_wrong_passphrase_and_wrong_identity_are_the_same_refusal(dealt: Dealt) -> None:
     sealed_bob = dealt.sealed(PASSPHRASE_CUSTODIAN)
     assert shares.is_passphrase_sealed(sealed_bob)
-    refused(dealt, [("bob", lambda: shares.unseal(sealed_bob, "bob", passphrase="not-" + dealt.passphrase))],
-            "bob: cannot open the share: wrong passphrase or identity")
-    refused(dealt, [("carol", lambda: shares.unseal(dealt.sealed("carol"), "carol", [dealt.identities["dave"]]))],
-            "carol: cannot open the share: wrong passphrase or identity")
+    refused(
+        dealt,
+        [("bob", lambda: shares.unseal(sealed_bob, "bob", passphrase="not-" + dealt.passphrase))],
+        "bob: cannot open the share: wrong passphrase or identity",
+    )
+    refused(
+        dealt,
+        [("carol", lambda: shares.unseal(dealt.sealed("carol"), "carol", [dealt.identities["dave"]]))],
+        "carol: cannot open the share: wrong passphrase or identity",
+    )
 
 
 def test_passphrase_custodian_share_opens_with_the_right_passphrase(dealt: Dealt) -> None:
@@ -176,7 +209,7 @@ def test_wrong_pin_is_refused_and_the_next_login_works(lab_env: LabUnderTest) ->
 
 
 def test_missing_module_is_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(errors.ModuleNotFound, match="no PKCS#11 module at /nonexistent/lib.so"):
+    with pytest.raises(errors.ModuleNotFound, match=r"no PKCS#11 module at /nonexistent/lib\.so"):
         HSM(tmp_path, "/nonexistent/lib.so")
     monkeypatch.setenv("CLEFS_PKCS11_MODULE", str(tmp_path / "missing.so"))
     with pytest.raises(errors.ModuleNotFound, match="CLEFS_PKCS11_MODULE"):
@@ -184,7 +217,7 @@ def test_missing_module_is_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_uninitialised_token_is_refused(lab_env: LabUnderTest) -> None:
-    with pytest.raises(errors.TokenNotInitialized, match="no token 'never-made'.*hsm-lab init"):
+    with pytest.raises(errors.TokenNotInitialized, match=r"no token .never-made.*hsm-lab init"):
         with lab_env.hsm.session("never-made", user_pin=lab_env.pin):
             pass
 
@@ -194,8 +227,13 @@ def test_existing_master_key_label_is_never_overwritten(dealt: Dealt) -> None:
     with env.hsm.session(PRIMARY_TOKEN, user_pin=env.pin) as session:
         before = session.kcv(session.require_secret_key(MASTER_LABEL))
     with pytest.raises(errors.KeyLabelExists, match="refusing to overwrite"):
-        ceremony.generate(env.hsm, env.lab, token=PRIMARY_TOKEN, user_pin=env.pin,
-                          custodians=[Custodian(n, str(i.to_public())) for n, i in dealt.identities.items()])
+        ceremony.generate(
+            env.hsm,
+            env.lab,
+            token=PRIMARY_TOKEN,
+            user_pin=env.pin,
+            custodians=[Custodian(n, str(i.to_public())) for n, i in dealt.identities.items()],
+        )
     with pytest.raises(errors.KeyLabelExists, match="refusing to overwrite"):
         import_into(dealt, PRIMARY_TOKEN, NAMES[:5])
     with env.hsm.session(PRIMARY_TOKEN, user_pin=env.pin) as session:
@@ -205,8 +243,15 @@ def test_existing_master_key_label_is_never_overwritten(dealt: Dealt) -> None:
 def test_failed_generate_leaves_nothing_half_written(fresh_env: LabUnderTest) -> None:
     custodians = [Custodian("x", None), Custodian("y", None), Custodian("z", None)]
     with pytest.raises(errors.InputError, match="no passphrase for custodian"):
-        ceremony.generate(fresh_env.hsm, fresh_env.lab, token=PRIMARY_TOKEN, user_pin=fresh_env.pin,
-                          custodians=custodians, threshold=3, passphrases={"x": "one-passphrase"})
+        ceremony.generate(
+            fresh_env.hsm,
+            fresh_env.lab,
+            token=PRIMARY_TOKEN,
+            user_pin=fresh_env.pin,
+            custodians=custodians,
+            threshold=3,
+            passphrases={"x": "one-passphrase"},
+        )
     with fresh_env.hsm.session(PRIMARY_TOKEN, user_pin=fresh_env.pin) as session:
         assert session.find_secret_key(MASTER_LABEL) is None
     assert not fresh_env.lab.ceremonies.exists() or not any(fresh_env.lab.ceremonies.iterdir())
@@ -217,9 +262,15 @@ def test_rekey_keeps_the_key_and_retires_the_old_set(fresh_env: LabUnderTest) ->
     newcomer = {n: i for n, i in first.identities.items() if n != "erin"}
     people = [Custodian(n, str(i.to_public())) for n, i in newcomer.items()]
     old, new, used = ceremony.rekey(
-        fresh_env.hsm, fresh_env.lab, token=PRIMARY_TOKEN, user_pin=fresh_env.pin,
+        fresh_env.hsm,
+        fresh_env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=fresh_env.pin,
         sources=[(n, first.source(n)) for n in ("erin", "alice", "dave")],
-        custodians=people, threshold=2, allow_weak=True, actor="pytest",
+        custodians=people,
+        threshold=2,
+        allow_weak=True,
+        actor="pytest",
     )
     assert new.kcv == old.kcv == first.manifest.kcv
     assert used == ["erin", "alice", "dave"]
@@ -227,13 +278,24 @@ def test_rekey_keeps_the_key_and_retires_the_old_set(fresh_env: LabUnderTest) ->
     assert new.body["weakened"], "a weakened quorum is recorded in the signed manifest"
     assert fresh_env.lab.current_ceremony() == new.ceremony_id
     # the old share set is refused by name, the new one verifies
-    results = ceremony.verify_shares(fresh_env.hsm, fresh_env.lab, token=PRIMARY_TOKEN, user_pin=fresh_env.pin,
-                                     sources=[("alice", first.source("alice"))])
+    results = ceremony.verify_shares(
+        fresh_env.hsm,
+        fresh_env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=fresh_env.pin,
+        sources=[("alice", first.source("alice"))],
+    )
     assert not results[0].ok and "retired by " + new.ceremony_id in results[0].detail
-    fresh = shares.unseal(fresh_env.lab.share_path(new.ceremony_id, "alice").read_bytes(), "alice",
-                          [first.identities["alice"]])
-    ok = ceremony.verify_shares(fresh_env.hsm, fresh_env.lab, token=PRIMARY_TOKEN, user_pin=fresh_env.pin,
-                                sources=[("alice", lambda: fresh)])
+    fresh = shares.unseal(
+        fresh_env.lab.share_path(new.ceremony_id, "alice").read_bytes(), "alice", [first.identities["alice"]]
+    )
+    ok = ceremony.verify_shares(
+        fresh_env.hsm,
+        fresh_env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=fresh_env.pin,
+        sources=[("alice", lambda: fresh)],
+    )
     assert ok[0].ok
     transcript = ceremony.transcript(fresh_env.lab).entries()
     assert [e["action"] for e in transcript][-3:] == ["rekey", "verify-share", "verify-share"]

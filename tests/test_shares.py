@@ -35,7 +35,9 @@ def test_split_preconditions_each_have_their_own_message(threshold: int, count: 
     ("threshold", "count", "allowed_strict"),
     [(5, 7, True), (4, 7, True), (3, 5, True), (3, 6, False), (2, 3, False), (4, 8, False), (7, 7, True)],
 )
-def test_strict_quorum_default_and_explicit_weakening(threshold: int, count: int, allowed_strict: bool) -> None:
+def test_strict_quorum_default_and_explicit_weakening(
+    threshold: int, count: int, allowed_strict: bool
+) -> None:
     if allowed_strict:
         assert quorum_weaknesses(threshold, count, allow_weak=False) == []
     else:
@@ -83,7 +85,9 @@ valid_share = st.builds(
 def test_share_documents_round_trip(share: Share) -> None:
     parsed = shares.parse_share(bytes(shares.encode_share(share)))
     assert (parsed.ceremony_id, parsed.custodian, parsed.value) == (
-        share.ceremony_id, share.custodian, share.value,
+        share.ceremony_id,
+        share.custodian,
+        share.value,
     )
 
 
@@ -104,7 +108,9 @@ json_values = st.recursive(
 
 @settings(max_examples=200)
 @given(valid_share, st.sampled_from(["format", "ceremony_id", "custodian", "share", "extra"]), json_values)
-def test_any_field_mutation_is_refused_or_still_a_valid_share(share: Share, field: str, value: object) -> None:
+def test_any_field_mutation_is_refused_or_still_a_valid_share(
+    share: Share, field: str, value: object
+) -> None:
     doc = json.loads(bytes(shares.encode_share(share)))
     doc[field] = value
     try:
@@ -133,8 +139,10 @@ def test_custodian_files_parse_or_fail_with_one_line(text: str) -> None:
         ('[[custodian]]\nname = "a"\n', "exactly one of"),
         ('[[custodian]]\nname = "a"\npassphrase = true\nrecipient = "age1x"\n', "exactly one of"),
         ('[[custodian]]\nname = "a"\nrecipient = "age1nope"\n', "is not an age X25519 recipient"),
-        ('[[custodian]]\nname = "a"\npassphrase = true\n[[custodian]]\nname = "a"\npassphrase = true\n',
-         "listed twice"),
+        (
+            '[[custodian]]\nname = "a"\npassphrase = true\n[[custodian]]\nname = "a"\npassphrase = true\n',
+            "listed twice",
+        ),
         ('[[custodian]]\nname = "a"\npassphrase = true\ncolour = 1\n', "unknown keys"),
         ("[[custodian", "not valid TOML"),
     ],

@@ -1,0 +1,148 @@
+"""The transcript's chain and HSM-signed head: every kind of edit is caught and located."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hsm_lab import ceremony, errors
+from hsm_lab.lab import PRIMARY_TOKEN, Lab
+from hsm_lab.manifest import parse_manifest
+from hsm_lab.transcript import Transcript
+from tests.conftest import Dealt
+
+
+@pytest.fixture
+def copy(dealt: Dealt, tmp_path: Path) -> Transcript:
+    """A copy of the dealt lab's transcript (three or more signed entries)."""
+    lab = dealt.env.lab
+    with dealt.env.hsm.session(PRIMARY_TOKEN, user_pin=dealt.env.pin) as session:
+        log = ceremony.transcript(lab)
+        log.append(session, "pytest", "drill", {"note": "second"})
+        log.append(session, "pytest", "drill", {"note": "third"})
+    shutil.copy(lab.transcript, tmp_path / "t.jsonl")
+    shutil.copy(lab.transcript_head, tmp_path / "h.json")
+    return Transcript(tmp_path / "t.jsonl", tmp_path / "h.json")
+
+
+def lines(t: Transcript) -> list[dict]:
+    return [json.loads(line) for line in t.path.read_text().splitlines()]
+
+
+def rewrite(t: Transcript, entries: list[dict]) -> None:
+    t.path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def test_untouched_transcript_verifies_against_the_hsm_key(dealt: Dealt, copy: Transcript) -> None:
+    verified = copy.verify(dealt.env.hsm.signing_public_key)
+    assert verified.entries == len(lines(copy)) >= 3
+    assert verified.signer_token == PRIMARY_TOKEN
+
+
+def edit_params(entries: list[dict]) -> list[dict]:
+    entries[1]["params"] = {"note": "rewritten"}
+    return entries
+
+
+def edit_and_rehash(entries: list[dict]) -> list[dict]:
+    from hsm_lab.transcript import entry_hash
+
+    entries[1]["actor"] = "mallory"
+    entries[1]["hash"] = entry_hash(entries[1])
+    return entries
+
+
+def drop_middle(entries: list[dict]) -> list[dict]:
+    return entries[:1] + entries[2:]
+
+
+def drop_last(entries: list[dict]) -> list[dict]:
+    return entries[:-1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (edit_params, "transcript entry 2 .*hash does not match its content"),
+        (edit_and_rehash, "transcript entry 3 .*does not chain to entry 2"),
+        (drop_middle, "transcript entry 2: seq is 3, expected 2"),
+        (drop_last, "signed head is at entry .* the chain ends at entry"),
+    ],
+)
+def test_edits_are_caught_and_the_first_broken_entry_named(
+    dealt: Dealt, copy: Transcript, edit: Callable[[list[dict]], list[dict]], message: str
+) -> None:
+    rewrite(copy, edit(lines(copy)))
+    with pytest.raises(errors.TranscriptError, match=message):
+        copy.verify(dealt.env.hsm.signing_public_key)
+
+
+def test_a_forged_head_signature_is_refused(dealt: Dealt, copy: Transcript) -> None:
+    doc = json.loads(copy.head_path.read_text())
+    signature = doc["signature"]["signature"]
+    doc["signature"]["signature"] = ("A" if signature[0] != "A" else "B") + signature[1:]
+    copy.head_path.write_text(json.dumps(doc))
+    with pytest.raises(errors.TranscriptError, match="head signature does not verify"):
+        copy.verify(dealt.env.hsm.signing_public_key)
+
+
+def test_a_head_rewritten_to_match_a_truncated_chain_is_refused(dealt: Dealt, copy: Transcript) -> None:
+    entries = lines(copy)[:-1]
+    rewrite(copy, entries)
+    doc = json.loads(copy.head_path.read_text())
+    doc["head"]["seq"], doc["head"]["hash"] = entries[-1]["seq"], entries[-1]["hash"]
+    copy.head_path.write_text(json.dumps(doc))
+    with pytest.raises(errors.TranscriptError, match="head signature does not verify"):
+        copy.verify(dealt.env.hsm.signing_public_key)
+
+
+def test_cli_transcript_verify_exits_non_zero_on_tampering(dealt: Dealt, tmp_path: Path, run_cli) -> None:
+    lab = Lab(tmp_path / "lab-copy")
+    shutil.copytree(dealt.env.lab.root, lab.root, ignore=shutil.ignore_patterns("hsm.lock"))
+    ok = run_cli("transcript", "verify", lab=lab.root)
+    assert ok.returncode == 0, ok.stderr
+    assert "transcript OK" in ok.stdout
+    entries = [json.loads(line) for line in lab.transcript.read_text().splitlines()]
+    entries[0]["params"]["threshold"] = 2
+    lab.transcript.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    bad = run_cli("transcript", "verify", lab=lab.root)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().count("\n") == 0 and "transcript entry 1 (generate)" in bad.stderr
+
+
+@given(st.text(max_size=300))
+def test_manifest_parser_refuses_anything_unsigned(text: str) -> None:
+    with pytest.raises(errors.ManifestError):
+        parse_manifest(text)
+
+
+@given(
+    st.sampled_from(
+        [
+            "format",
+            "ceremony_id",
+            "threshold",
+            "shares",
+            "kcv",
+            "custodians",
+            "signer",
+            "retires",
+            "weakened",
+            "created",
+        ]
+    ),
+    st.none() | st.integers() | st.text(max_size=12) | st.lists(st.integers(), max_size=2),
+)
+def test_any_manifest_field_mutation_is_refused(dealt: Dealt, field: str, value: object) -> None:
+    doc = json.loads(dealt.manifest.to_json())
+    if doc["manifest"][field] == value:
+        return
+    doc["manifest"][field] = value
+    with pytest.raises(errors.ManifestError):
+        parse_manifest(json.dumps(doc))
