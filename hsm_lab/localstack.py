@@ -1,0 +1,914 @@
+"""LocalStack for the lab: start it on the host (no Docker), or use one already running.
+
+Two ways to get an AWS emulator for S3 and KMS:
+
+* **Use one already running.** ``CLEFS_LOCALSTACK_ENDPOINT=http://127.0.0.1:4566`` means
+  "use this one, never start or stop anything". Without it, the endpoint comes from the
+  localstack-client conventions (``AWS_ENDPOINT_URL``, else ``LOCALSTACK_HOST`` and
+  ``USE_SSL``, else ``http://localhost:4566``); if a healthy LocalStack answers there, it is
+  used as is.
+* **Start one in host mode.** ``localstack-core`` needs Python >= 3.12, so it gets its own
+  venv (``<repo>/.venv-localstack``) with the pins it needs. It listens on loopback, keeps its
+  files under ``<lab>/localstack/`` (``data/``, ``localstack.log``, ``localstack.pid``), and
+  is stopped by the PID it wrote -- only if that PID is still our LocalStack.
+
+Endpoints that are not loopback (127.0.0.0/8, ::1, localhost) are refused unless the caller
+passes ``allow_remote=True``: the lab never sends traffic off the machine by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hsm_lab.errors import ClefsError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_NAME = ".venv-localstack"
+# Exactly what localstack-core 2026.3.0 needs to run in host mode (see shared FIELD-NOTES).
+PINS: tuple[str, ...] = (
+    "localstack-core[runtime]==2026.3.0",
+    "service-identity==24.2.0",
+    "cbor2<6",
+    "pyopenssl==25.3.0",
+    "cryptography>=46,<47",
+)
+MIN_PYTHON = (3, 12)
+DEFAULT_PORT = 4566
+DEFAULT_REGION = "eu-west-3"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+REQUIRED_SERVICES = ("s3", "kms")
+SERVICES = "s3,kms,iam,sts"
+RUNTIME_MODULE = "localstack.runtime.main"
+
+ENDPOINT_ENV = "CLEFS_LOCALSTACK_ENDPOINT"
+PYTHON_ENV = "CLEFS_LOCALSTACK_PYTHON"
+LAB_ENV = "CLEFS_LAB"
+
+_PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
+_HEALTHY_STATES = frozenset({"available", "running"})
+# Processes this interpreter started, so stop() can reap them (no zombies, no warnings).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class LocalStackError(ClefsError):
+    """LocalStack could not be installed, started, reached or stopped (one line, what to do)."""
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where LocalStack is expected, and which setting said so."""
+
+    url: str
+    source: str  # CLEFS_LOCALSTACK_ENDPOINT | AWS_ENDPOINT_URL | LOCALSTACK_HOST | default | lab
+
+    @property
+    def external(self) -> bool:
+        """True when the project was told to use this endpoint and never start/stop one."""
+        return self.source == ENDPOINT_ENV
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def is_loopback(url: str) -> bool:
+    """True if the URL's host is 127.0.0.0/8, ::1 or ``localhost`` (no DNS lookup)."""
+    host = urlsplit(url).hostname
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(url: str, *, allow_remote: bool = False) -> str:
+    """Validate an endpoint URL before any traffic is sent; return it normalised."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LocalStackError(
+            f"LocalStack endpoint {url!r} is not an http(s)://host:port URL; "
+            f"fix {ENDPOINT_ENV} / AWS_ENDPOINT_URL / LOCALSTACK_HOST"
+        )
+    if not allow_remote and not is_loopback(url):
+        raise LocalStackError(
+            f"refusing LocalStack endpoint {url}: not loopback (127.0.0.0/8, ::1, localhost); "
+            "the lab never sends traffic off this machine unless allow_remote is given"
+        )
+    return url
+
+
+def configured_endpoint() -> Endpoint:
+    """The endpoint the environment points at, following localstack-client's conventions.
+
+    ``CLEFS_LOCALSTACK_ENDPOINT`` wins (and means "use it, start nothing"); otherwise
+    ``localstack_client.config`` decides: ``AWS_ENDPOINT_URL``, else ``LOCALSTACK_HOST``
+    (``host[:port]``) with ``USE_SSL``, else ``http://localhost:4566``.
+    """
+    explicit = os.environ.get(ENDPOINT_ENV, "").strip()
+    if explicit:
+        return Endpoint(explicit.rstrip("/"), ENDPOINT_ENV)
+    from localstack_client import config as ls_config  # imports boto3: keep it lazy
+
+    try:
+        url = ls_config.get_service_endpoint("edge")
+    except RuntimeError as exc:  # LOCALSTACK_HOST that does not parse
+        raise LocalStackError(f"bad LOCALSTACK_HOST: {exc}") from None
+    if os.environ.get("AWS_ENDPOINT_URL", "").strip():
+        source = "AWS_ENDPOINT_URL"
+    elif os.environ.get("LOCALSTACK_HOST", "").strip():
+        source = "LOCALSTACK_HOST"
+    else:
+        source = "default"
+    return Endpoint((url or f"http://localhost:{DEFAULT_PORT}").rstrip("/"), source)
+
+
+def health(url: str, *, timeout: float = 2.0, allow_remote: bool = False) -> dict[str, Any] | None:
+    """GET /_localstack/health; the parsed JSON, or None if nothing sane answers."""
+    url = check_endpoint(url, allow_remote=allow_remote)
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if url.startswith("https:"):
+        # LocalStack serves a self-signed certificate on the same port.
+        insecure = ssl._create_unverified_context()  # noqa: S323
+        handlers.append(urllib.request.HTTPSHandler(context=insecure))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(f"{url}/_localstack/health", timeout=timeout) as response:
+            body = json.loads(response.read(1 << 20))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def is_healthy(report: dict[str, Any] | None) -> bool:
+    """True when S3 and KMS are available or running."""
+    if not report:
+        return False
+    services = report.get("services") or {}
+    return all(services.get(name) in _HEALTHY_STATES for name in REQUIRED_SERVICES)
+
+
+# --------------------------------------------------------------------------- handle
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A healthy LocalStack: its endpoint, and the PID if this lab started it."""
+
+    endpoint: str
+    pid: int | None = None
+    lab_dir: Path | None = None
+    owned: bool = False  # started by this call: the caller that got it stops it
+    version: str | None = None
+    startup_seconds: float | None = None
+    source: str = "lab"
+
+    @property
+    def log(self) -> Path | None:
+        return paths(self.lab_dir).log if self.lab_dir else None
+
+    def health(self) -> dict[str, Any] | None:
+        return health(self.endpoint, allow_remote=not is_loopback(self.endpoint))
+
+    def client(self, service: str, region: str = DEFAULT_REGION) -> Any:
+        """A boto3 client for this LocalStack with the dummy credentials test/test."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            connect_timeout=5,
+            read_timeout=60,
+        )
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",  # noqa: S106 -- LocalStack's dummy credentials
+            verify=False if self.endpoint.startswith("https:") else None,
+            config=config,
+        )
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    root: Path
+    dir: Path
+    data: Path
+    log: Path
+    pid: Path
+
+
+def paths(lab_dir: str | os.PathLike[str]) -> LabPaths:
+    root = Path(lab_dir).resolve()
+    base = root / "localstack"
+    return LabPaths(root, base, base / "data", base / "localstack.log", base / "localstack.pid")
+
+
+def default_lab() -> Path:
+    return Path(os.environ.get(LAB_ENV) or "lab").resolve()
+
+
+# --------------------------------------------------------------------------- venv
+
+
+def _python_version(python: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.fullmatch(r"(\d+)\.(\d+)", out.stdout.strip())
+    if out.returncode != 0 or not match:
+        return None  # e.g. a pyenv shim for a version that is not selected
+    return int(match[1]), int(match[2])
+
+
+def _fmt(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def find_python() -> tuple[Path, tuple[int, int]]:
+    """The first Python >= 3.12: $CLEFS_LOCALSTACK_PYTHON, python3.13, python3.12, pyenv."""
+    explicit = os.environ.get(PYTHON_ENV, "").strip()
+    if explicit:
+        version = _python_version(explicit)
+        if version is None or version < MIN_PYTHON:
+            got = "not runnable" if version is None else f"Python {_fmt(version)}"
+            raise LocalStackError(f"{PYTHON_ENV}={explicit} is {got}; LocalStack needs Python >= 3.12")
+        return Path(explicit), version
+    candidates = [found for name in ("python3.13", "python3.12") if (found := shutil.which(name))]
+    pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    for pattern in ("3.13.*", "3.12.*"):
+        candidates += sorted(glob.glob(f"{pyenv_root}/versions/{pattern}/bin/python"), reverse=True)
+    for candidate in candidates:
+        version = _python_version(candidate)
+        if version is not None and version >= MIN_PYTHON:
+            return Path(candidate), version
+    raise LocalStackError(
+        "no Python >= 3.12 found for LocalStack (tried $CLEFS_LOCALSTACK_PYTHON, python3.13, "
+        f"python3.12, {pyenv_root}/versions/3.1[23]*): install one (e.g. `pyenv install 3.12`) "
+        f"and/or set {PYTHON_ENV}=/path/to/python3.12"
+    )
+
+
+def venv_dir(root: str | os.PathLike[str] = REPO_ROOT) -> Path:
+    return Path(root) / VENV_NAME
+
+
+def _pins_digest(version: tuple[int, int]) -> str:
+    text = "\n".join([*PINS, f"python {_fmt(version)}"])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pip(python: Path, args: list[str], log: Path) -> int:
+    """Run pip, appending its output minus the mirror-location noise to `log`."""
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"$ {python} -m pip {' '.join(args)}\n")
+        out.flush()
+        proc = subprocess.Popen(
+            [str(python), "-m", "pip", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=_clean_env({"PIP_DISABLE_PIP_VERSION_CHECK": "1"}),
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if not _PIP_NOISE.match(line):
+                out.write(line)
+        return proc.wait()
+
+
+def ensure_venv(
+    root: str | os.PathLike[str] = REPO_ROOT, *, echo: Callable[[str], None] | None = None
+) -> Path:
+    """Make `<root>/.venv-localstack` hold exactly PINS; return its python. Idempotent.
+
+    A stamp file records a hash of the pins and the Python version; when it matches and the
+    venv's python runs, nothing is installed. pip's output goes to `<venv>/install.log`.
+    """
+    venv = venv_dir(root)
+    python = venv / "bin" / "python"
+    stamp = venv / ".clefs-pins.sha256"
+    venv.mkdir(parents=True, exist_ok=True)
+    with (venv / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions may get here at once
+        current = _python_version(str(python)) if python.exists() else None
+        if (
+            current is not None
+            and current >= MIN_PYTHON
+            and stamp.exists()
+            and stamp.read_text().strip() == _pins_digest(current)
+        ):
+            return python
+        if current is None or current < MIN_PYTHON:
+            base, current = find_python()
+            for entry in venv.iterdir():  # a broken or too-old venv: rebuild, keep the lock
+                if entry.name == ".lock":
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            if echo:
+                echo(f"creating {venv} with Python {_fmt(current)} ({base})")
+            made = subprocess.run(
+                [str(base), "-m", "venv", str(venv)],
+                capture_output=True,
+                text=True,
+                check=False,
+                env=_clean_env(),
+            )
+            if made.returncode != 0:
+                last = (made.stderr.strip().splitlines() or ["?"])[-1]
+                raise LocalStackError(f"could not create {venv} with {base}: {last}")
+        log = venv / "install.log"
+        log.write_text("")
+        if echo:
+            echo(f"installing LocalStack into {venv} (first time: a minute or two); log: {log}")
+        rc = _pip(python, ["install", *PINS], log)
+        if rc != 0:
+            raise LocalStackError(f"installing LocalStack into {venv} failed (pip exit {rc}); see {log}")
+        check = subprocess.run(
+            [str(python), "-c", "import localstack.runtime.main"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=_clean_env(),
+        )
+        if check.returncode != 0:
+            with log.open("a", encoding="utf-8") as out:
+                out.write(check.stdout + check.stderr)
+            raise LocalStackError(f"LocalStack installed in {venv} does not import; see {log}")
+        freeze = subprocess.run(
+            [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=False
+        )
+        (venv / "freeze.txt").write_text(freeze.stdout)
+        _atomic_write(stamp, _pins_digest(current) + "\n")
+    return python
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment minus what would leak our Python 3.11 venv into another Python."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
+    }
+    env.update(extra or {})
+    return env
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_pid_file(pid_path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(pid_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return None
+    return record
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie counts as gone; our own children are reaped)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _is_our_localstack(pid: int, data_dir: Path) -> bool:
+    """True only if `pid` runs localstack.runtime.main with this lab's data directory."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if RUNTIME_MODULE.encode() not in cmdline:
+        return False
+    return f"FILESYSTEM_ROOT={data_dir}".encode() in environ
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """Resident memory of `pid` and its descendants (LocalStack may spawn helpers)."""
+    total, seen, todo = 0, set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(match[1]) * 1024 if match else 0
+        todo += [int(child) for child in children]
+    return total or None
+
+
+def _port_in_use(port: int) -> bool:
+    """Something listens on the port (LocalStack binds 0.0.0.0, so check that too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 -- bound for a moment, never listening
+        except OSError:
+            return True
+    return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _terminate(pid: int, timeout: float) -> Literal["stopped", "killed"]:
+    _signal_group(pid, signal.SIGTERM)
+    if _wait_gone(pid, timeout):
+        outcome: Literal["stopped", "killed"] = "stopped"
+    else:
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+        outcome = "killed"
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1.0)
+    return outcome
+
+
+def _log_tail(log: Path, lines: int = 1) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _wait_healthy(url: str, timeout: float, alive: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = health(url, timeout=min(2.0, max(0.2, deadline - time.monotonic())))
+        if is_healthy(report):
+            return report
+        if alive is not None and not alive():
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.25)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def start(
+    lab_dir: str | os.PathLike[str],
+    port: int = DEFAULT_PORT,
+    *,
+    timeout: float = START_TIMEOUT,
+    root: str | os.PathLike[str] = REPO_ROOT,
+    echo: Callable[[str], None] | None = None,
+) -> LocalStack:
+    """Start LocalStack in host mode for this lab and wait until S3 and KMS are healthy.
+
+    If this lab's LocalStack already runs, return it (``owned=False``). Refuse a port that
+    something else holds. On failure or timeout, kill what was started and raise a one-line
+    LocalStackError pointing at the log.
+    """
+    p = paths(lab_dir)
+    endpoint = f"http://127.0.0.1:{port}"
+    record = _read_pid_file(p.pid)
+    if record is not None:
+        pid = record["pid"]
+        if _alive(pid) and _is_our_localstack(pid, p.data):
+            url = str(record.get("endpoint") or endpoint)
+            report = _wait_healthy(url, timeout, lambda: _alive(pid))
+            if report is None:
+                raise LocalStackError(
+                    f"this lab's LocalStack (pid {pid}) runs but is not healthy at {url}; "
+                    f"see {p.log} or run `hsm-lab localstack stop`"
+                )
+            return LocalStack(url, pid, p.root, False, report.get("version"))
+        p.pid.unlink(missing_ok=True)  # stale: the process is gone or is not ours
+    if _port_in_use(port):
+        what = "a LocalStack" if is_healthy(health(endpoint, timeout=0.5)) else "something else"
+        raise LocalStackError(
+            f"port {port} is already in use by {what}: stop it, or set "
+            f"{ENDPOINT_ENV}={endpoint} to use it, or pick another port"
+        )
+    python = ensure_venv(root, echo=echo)
+    p.data.mkdir(parents=True, exist_ok=True)
+    if p.log.exists() and p.log.stat().st_size:
+        os.replace(p.log, p.log.with_name(p.log.name + ".1"))  # keep the previous run's log
+    env = _clean_env(
+        {
+            "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "SERVICES": SERVICES,
+            "OVERRIDE_IN_DOCKER": "0",  # this machine has /.dockerenv
+            "FILESYSTEM_ROOT": str(p.data),
+            "DNS_ADDRESS": "0",
+            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "EAGER_SERVICE_LOADING": "1",
+        }
+    )
+    began = time.monotonic()
+    with p.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [str(python), "-m", RUNTIME_MODULE],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=p.dir,
+            env=env,
+            start_new_session=True,  # own session and process group: stop() signals the group
+        )
+    _CHILDREN[proc.pid] = proc
+    record = {
+        "pid": proc.pid,
+        "port": port,
+        "endpoint": endpoint,
+        "log": str(p.log),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _atomic_write(p.pid, json.dumps(record, indent=2) + "\n")
+    report = _wait_healthy(endpoint, timeout, lambda: proc.poll() is None)
+    if report is None:
+        code = proc.poll()
+        if code is None:
+            _terminate(proc.pid, 5.0)
+            why = f"not healthy at {endpoint} after {timeout:.0f} s"
+        else:
+            _CHILDREN.pop(proc.pid, None)
+            why = f"exited with code {code} during start"
+        p.pid.unlink(missing_ok=True)
+        last = _log_tail(p.log)
+        raise LocalStackError(
+            f"LocalStack {why}; see {p.log}" + (f" (last line: {last[:160]})" if last else "")
+        )
+    return LocalStack(
+        endpoint,
+        proc.pid,
+        p.root,
+        True,
+        report.get("version"),
+        round(time.monotonic() - began, 2),
+    )
+
+
+StopOutcome = Literal["stopped", "killed", "not-running", "stale", "not-ours"]
+
+
+@dataclass(frozen=True)
+class Stopped:
+    outcome: StopOutcome
+    pid: int | None = None
+
+
+def stop(lab_dir: str | os.PathLike[str], *, timeout: float = STOP_TIMEOUT) -> Stopped:
+    """Stop this lab's LocalStack by the PID in its pid file; remove the pid file.
+
+    Signals the process group (SIGTERM, then SIGKILL after `timeout`), and only if the PID
+    is still our LocalStack (cmdline runs localstack.runtime.main with this lab's data dir);
+    a PID that now belongs to something else is left alone.
+    """
+    p = paths(lab_dir)
+    if not p.pid.exists():
+        return Stopped("not-running")
+    record = _read_pid_file(p.pid)
+    if record is None:
+        p.pid.unlink(missing_ok=True)
+        return Stopped("stale")
+    pid = record["pid"]
+    if not _alive(pid):
+        _CHILDREN.pop(pid, None)
+        p.pid.unlink(missing_ok=True)
+        return Stopped("stale", pid)
+    if not _is_our_localstack(pid, p.data):
+        p.pid.unlink(missing_ok=True)
+        return Stopped("not-ours", pid)
+    outcome = _terminate(pid, timeout)
+    if _alive(pid):
+        raise LocalStackError(f"LocalStack pid {pid} survived SIGKILL; see {p.log}")
+    p.pid.unlink(missing_ok=True)
+    return Stopped(outcome, pid)
+
+
+@dataclass(frozen=True)
+class Status:
+    endpoint: str
+    source: str
+    healthy: bool
+    version: str | None = None
+    services: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None  # from this lab's pid file
+    pid_alive: bool = False
+    rss_bytes: int | None = None
+    log: Path | None = None
+
+
+def status(lab_dir: str | os.PathLike[str], *, allow_remote: bool = False) -> Status:
+    """What runs where: this lab's LocalStack (pid file) or the configured endpoint."""
+    p = paths(lab_dir)
+    record = _read_pid_file(p.pid)
+    pid = record["pid"] if record else None
+    ours = pid is not None and _alive(pid) and _is_our_localstack(pid, p.data)
+    if ours and record is not None and not os.environ.get(ENDPOINT_ENV, "").strip():
+        endpoint = Endpoint(str(record.get("endpoint")), "lab")
+    else:
+        endpoint = configured_endpoint()
+    url = check_endpoint(endpoint.url, allow_remote=allow_remote)
+    report = health(url, allow_remote=allow_remote)
+    services = {
+        name: str(state)
+        for name, state in ((report or {}).get("services") or {}).items()
+        if state != "disabled"
+    }
+    return Status(
+        url,
+        endpoint.source,
+        is_healthy(report),
+        (report or {}).get("version"),
+        services,
+        pid,
+        ours,
+        _rss_bytes(pid) if ours and pid else None,
+        p.log if p.log.exists() else None,
+    )
+
+
+def connect(*, allow_remote: bool = False, timeout: float = 2.0) -> LocalStack:
+    """The configured LocalStack, if it is healthy; LocalStackError otherwise."""
+    endpoint = configured_endpoint()
+    url = check_endpoint(endpoint.url, allow_remote=allow_remote)
+    report = _wait_healthy(url, timeout)
+    if report is None:
+        hint = (
+            f"start it, or unset {ENDPOINT_ENV} to let the lab start one"
+            if endpoint.external
+            else "start it with `hsm-lab localstack start`"
+        )
+        raise LocalStackError(
+            f"LocalStack not reachable or not healthy at {url} (from {endpoint.source}): {hint}"
+        )
+    return LocalStack(url, version=report.get("version"), source=endpoint.source)
+
+
+@contextlib.contextmanager
+def running(
+    lab_dir: str | os.PathLike[str],
+    *,
+    allow_remote: bool = False,
+    timeout: float = START_TIMEOUT,
+    echo: Callable[[str], None] | None = None,
+) -> Iterator[LocalStack]:
+    """A healthy LocalStack for the duration of the block. Stop what you start.
+
+    Uses the configured endpoint if it is healthy (never stopping it); with
+    CLEFS_LOCALSTACK_ENDPOINT set it only ever uses that one. Otherwise starts one for the lab
+    on the configured loopback port and stops it, by PID, on exit.
+    """
+    endpoint = configured_endpoint()
+    url = check_endpoint(endpoint.url, allow_remote=allow_remote)
+    if endpoint.external:
+        yield connect(allow_remote=allow_remote)
+        return
+    report = health(url, allow_remote=allow_remote)
+    if is_healthy(report):
+        assert report is not None
+        yield LocalStack(url, version=report.get("version"), source=endpoint.source)
+        return
+    if not is_loopback(url):
+        raise LocalStackError(
+            f"LocalStack not reachable at {url} (from {endpoint.source}), and the lab only "
+            "starts one on loopback: start it there, or unset the endpoint"
+        )
+    started = start(lab_dir, endpoint.port, timeout=timeout, echo=echo)
+    if endpoint.source != "default":
+        started = replace(started, endpoint=url, source=endpoint.source)
+    try:
+        yield started
+    finally:
+        if started.owned:
+            stop(lab_dir)
+
+
+# --------------------------------------------------------------------------- CLI
+
+app = typer.Typer(
+    help="LocalStack (S3, KMS) for the lab: host mode on loopback, or one already running.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_out = Console(soft_wrap=True, highlight=False)
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+LabOption = typer.Option(
+    None, "--lab", help="Lab directory (default: $CLEFS_LAB or ./lab).", show_default=False
+)
+
+
+def _lab(lab: Path | None) -> Path:
+    return lab.resolve() if lab else default_lab()
+
+
+def _fail(error: Exception) -> typer.Exit:
+    message = " ".join(str(error).split())  # one line, whatever happened
+    _err.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(getattr(error, "exit_code", 1) or 1)
+
+
+def _mib(size: int | None) -> str:
+    return f"{size / (1 << 20):.0f} MiB" if size else "-"
+
+
+@app.command("start")
+def start_command(
+    lab: Path | None = LabOption,
+    port: int | None = typer.Option(
+        None, help="Loopback port (default: from LOCALSTACK_HOST, else 4566).", show_default=False
+    ),
+    timeout: float = typer.Option(START_TIMEOUT, help="Seconds to wait for health."),
+) -> None:
+    """Start LocalStack in host mode for the lab (or check the configured one)."""
+    try:
+        endpoint = configured_endpoint()
+        if endpoint.external:
+            found = connect()
+            _out.print(
+                f"using LocalStack {found.version or ''} at {escape(found.endpoint)} "
+                f"({ENDPOINT_ENV}); nothing started"
+            )
+            return
+        check_endpoint(endpoint.url)  # clients would go there: a remote one is refused here too
+        if port is None:
+            port = endpoint.port
+
+        def echo(message: str) -> None:
+            _out.print(f"[dim]{escape(message)}[/]")
+
+        with _out.status("starting LocalStack..."):
+            ls = start(_lab(lab), port, timeout=timeout, echo=echo)
+    except LocalStackError as error:
+        raise _fail(error) from None
+    if ls.owned:
+        _out.print(
+            f"[green]LocalStack {ls.version or ''} healthy[/] at {ls.endpoint} "
+            f"(pid {ls.pid}, {ls.startup_seconds:.1f} s); log: {ls.log}"
+        )
+    else:
+        _out.print(f"LocalStack already running at {ls.endpoint} (pid {ls.pid}); log: {ls.log}")
+
+
+@app.command("stop")
+def stop_command(
+    lab: Path | None = LabOption,
+    timeout: float = typer.Option(STOP_TIMEOUT, help="Seconds before SIGKILL."),
+) -> None:
+    """Stop the lab's LocalStack by its PID (never one this lab did not start)."""
+    try:
+        result = stop(_lab(lab), timeout=timeout)
+    except LocalStackError as error:
+        raise _fail(error) from None
+    messages = {
+        "stopped": f"stopped LocalStack (pid {result.pid})",
+        "killed": f"killed LocalStack (pid {result.pid}) after {timeout:.0f} s",
+        "not-running": "no LocalStack started by this lab",
+        "stale": f"LocalStack (pid {result.pid}) was already gone; pid file removed",
+        "not-ours": f"pid {result.pid} is not this lab's LocalStack: left alone, pid file removed",
+    }
+    _out.print(messages[result.outcome])
+
+
+@app.command("status")
+def status_command(
+    lab: Path | None = LabOption,
+) -> None:
+    """Show the endpoint, health, PID and memory; exit 1 when not healthy."""
+    try:
+        st = status(_lab(lab))
+    except LocalStackError as error:
+        raise _fail(error) from None
+    table = Table(show_header=False, box=None)
+    table.add_row("endpoint", f"{st.endpoint} [dim]({st.source})[/]")
+    table.add_row("healthy", "[green]yes[/]" if st.healthy else "[red]no[/]")
+    table.add_row("version", st.version or "-")
+    table.add_row("services", ", ".join(f"{k}={v}" for k, v in sorted(st.services.items())) or "-")
+    if st.pid is not None:
+        table.add_row("pid", f"{st.pid} ({'running' if st.pid_alive else 'not running'})")
+        table.add_row("rss", _mib(st.rss_bytes))
+    table.add_row("log", str(st.log or "-"))
+    _out.print(table)
+    if not st.healthy:
+        raise typer.Exit(1)
+
+
+@app.command("logs")
+def logs_command(
+    lab: Path | None = LabOption,
+    lines: int = typer.Option(40, "--lines", "-n", help="How many lines."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
+) -> None:
+    """Print the tail of the lab's LocalStack log."""
+    log = paths(_lab(lab)).log
+    if not log.exists():
+        raise _fail(LocalStackError(f"no LocalStack log at {log}: start it first"))
+    with log.open(errors="replace") as handle:
+        for line in handle.read().splitlines()[-lines:]:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            while follow:
+                chunk = handle.read()
+                if chunk:
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
