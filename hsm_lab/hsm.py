@@ -63,6 +63,35 @@ SECRET_KEY_POLICY: dict[Attribute, object] = {
 }
 
 
+L1_KDF_DOMAIN = b"clefs.l1-kdf/v1\x00"
+
+
+def class_key_label(data_class: str, version: int) -> str:
+    return f"clefs-l1/{data_class}/v{version}"
+
+
+def class_key_derivation_data(data_class: str, version: int) -> bytes:
+    """The 32 bytes AES_ECB_ENCRYPT_DATA encrypts under the master key.
+
+    L1 = AES-ECB(L0, X1) || AES-ECB(L0, X2), with
+    Xi = SHA-256("clefs.l1-kdf/v1" 0x00 || i || data_class || 0x00 || version as u32)[0:16].
+    AES under L0 is a PRF (a permutation), so distinct (class, version) inputs give
+    distinct, independent-looking keys; the same inputs always give the same key.
+    SP 800-108 and HKDF are not in SoftHSM2, ECB_ENCRYPT_DATA is.
+    """
+    if not data_class or len(data_class.encode()) > 64:
+        raise errors.InputError(f"data class {data_class!r} must be 1 to 64 bytes")
+    if not 1 <= version < 2**32:
+        raise errors.InputError(f"key version {version} must be 1 to 2^32-1")
+    blocks = []
+    for counter in (1, 2):
+        digest = hashlib.sha256(
+            L1_KDF_DOMAIN + bytes([counter]) + data_class.encode() + b"\x00" + version.to_bytes(4, "big")
+        ).digest()
+        blocks.append(digest[:16])
+    return b"".join(blocks)
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """What the token says about one key object (never its value)."""
@@ -81,8 +110,7 @@ def find_module(explicit: str | os.PathLike[str] | None = None) -> Path:
         path = Path(chosen)
         if not path.is_file():
             raise errors.ModuleNotFound(
-                f"no PKCS#11 module at {path}: pass --module or set {MODULE_ENV} "
-                "to the module's .so file"
+                f"no PKCS#11 module at {path}: pass --module or set {MODULE_ENV} to the module's .so file"
             )
         return path
     for candidate in SOFTHSM_CANDIDATES:
@@ -175,9 +203,7 @@ def _explain(exc: p11.PKCS11Error, doing: str) -> errors.HSMError:
 class HSM:
     """The PKCS#11 module as seen from one lab directory."""
 
-    def __init__(
-        self, lab_dir: str | os.PathLike[str], module: str | os.PathLike[str] | None = None
-    ) -> None:
+    def __init__(self, lab_dir: str | os.PathLike[str], module: str | os.PathLike[str] | None = None) -> None:
         self.lab_dir = Path(lab_dir)
         self.module = find_module(module)
         self.lab_dir.mkdir(parents=True, exist_ok=True)
@@ -235,9 +261,7 @@ class HSM:
             except p11.PKCS11Error as exc:
                 raise _explain(exc, "looking for a free slot") from None
             if not free:
-                raise errors.HSMError(
-                    f"no free slot to initialise token {label!r} on module {self.module}"
-                )
+                raise errors.HSMError(f"no free slot to initialise token {label!r} on module {self.module}")
             _ctypes_init_token(self.module, free[0].slot_id, label, so_pin, user_pin)
             lib.reinitialize()
         with self.session(label, user_pin=user_pin) as session:
@@ -326,9 +350,7 @@ def _ctypes_init_token(module: Path, slot_id: int, label: str, so_pin: str, user
             name = _CKR_NAMES.get(rv, f"CKR 0x{rv:x}")
             raise errors.HSMError(f"initialising token {label!r}: {step} failed ({name})")
 
-    check(
-        dll.C_InitToken(ulong(slot_id), ctypes.c_char_p(so), ulong(len(so)), label32), "C_InitToken"
-    )
+    check(dll.C_InitToken(ulong(slot_id), ctypes.c_char_p(so), ulong(len(so)), label32), "C_InitToken")
     # New token: SoftHSM2 moves it to a new slot id; find it by label.
     count = ulong(0)
     check(dll.C_GetSlotList(ctypes.c_ubyte(1), None, ctypes.byref(count)), "C_GetSlotList")
@@ -384,13 +406,9 @@ class TokenSession:
         return bytearray(self.raw.generate_random(count * 8))
 
     def find_secret_key(self, label: str) -> pkcs11.SecretKey | None:
-        found = list(
-            self.raw.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
-        )
+        found = list(self.raw.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
         if len(found) > 1:
-            raise errors.HSMError(
-                f"token {self.token_label!r} holds {len(found)} keys labelled {label!r}"
-            )
+            raise errors.HSMError(f"token {self.token_label!r} holds {len(found)} keys labelled {label!r}")
         return found[0] if found else None
 
     def require_secret_key(self, label: str) -> pkcs11.SecretKey:
@@ -490,6 +508,107 @@ class TokenSession:
         finally:
             probe.destroy()
 
+    # -- L1 class keys (BYOK material) ---------------------------------------------
+
+    def derive_class_key(self, master_label: str, data_class: str, version: int) -> pkcs11.SecretKey:
+        """The class key for (data_class, version), derived in the HSM from the master key.
+
+        Deterministic, see `class_key_derivation_data`; idempotent (an existing
+        object with the same label is returned). Wrappable only by TRUSTED keys.
+        """
+        label = class_key_label(data_class, version)
+        existing = self.find_secret_key(label)
+        if existing is not None:
+            return existing
+        master = self.require_secret_key(master_label)
+        template = dict(SECRET_KEY_POLICY)
+        return master.derive_key(
+            KeyType.AES,
+            256,
+            label=label,
+            store=True,
+            mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+            mechanism_param=class_key_derivation_data(data_class, version),
+            template=template,
+        )
+
+    def install_trusted_wrapping_key(self, label: str, public_der: bytes) -> None:
+        """SO only: a KMS wrapping public key as a TRUSTED token object (public, wrap-only)."""
+        key = serialization.load_der_public_key(public_der)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise errors.InputError("the KMS wrapping key is not an RSA public key")
+        numbers = key.public_numbers()
+        for old in self.raw.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: label}):
+            old.destroy()
+        self.raw.create_object(
+            {
+                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.LABEL: label,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.TRUSTED: True,
+                Attribute.WRAP: True,
+                Attribute.ENCRYPT: False,
+                Attribute.VERIFY: False,
+                Attribute.DERIVE: False,
+                Attribute.MODIFIABLE: False,
+                Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
+            }
+        )
+
+    def create_trusted_transport_key(self, label: str) -> bytearray:
+        """SO only: an ephemeral TRUSTED AES-256 wrapping key; returns its value.
+
+        For RSA_AES_KEY_WRAP_SHA_256, which SoftHSM2 cannot do in one mechanism
+        (its OAEP is SHA-1 only): the transport key is OAEP-SHA-256 wrapped in
+        Python, the class key is AES-KWP wrapped by it inside the HSM. The
+        class key itself never leaves the HSM in the clear.
+        """
+        key = self.raw.generate_key(
+            KeyType.AES,
+            256,
+            label=label,
+            store=True,
+            template={
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.TRUSTED: True,
+                Attribute.WRAP: True,
+                Attribute.SENSITIVE: False,
+                Attribute.EXTRACTABLE: True,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.UNWRAP: False,
+                Attribute.SIGN: False,
+                Attribute.VERIFY: False,
+                Attribute.DERIVE: False,
+            },
+        )
+        return bytearray(key[Attribute.VALUE])
+
+    def wrap_for_export(self, key_label: str, wrapping_label: str, mechanism: str) -> bytes:
+        """Wrap a class key under a TRUSTED key installed by the SO (RSA-OAEP-SHA1 or AES-KWP)."""
+        target = self.require_secret_key(key_label)
+        if mechanism == "RSA_OAEP_SHA1":
+            wrapper = self.raw.get_key(object_class=ObjectClass.PUBLIC_KEY, label=wrapping_label)
+            return wrapper.wrap_key(
+                target,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+            )
+        if mechanism == "AES_KWP":
+            wrapper = self.raw.get_key(object_class=ObjectClass.SECRET_KEY, label=wrapping_label)
+            return wrapper.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        raise errors.InputError(f"unknown export mechanism {mechanism!r}")
+
+    def destroy_objects(self, label: str) -> int:
+        found = list(self.raw.get_objects({Attribute.LABEL: label}))
+        for obj in found:
+            obj.destroy()
+        return len(found)
+
     def destroy_key(self, label: str) -> None:
         self.require_secret_key(label).destroy()
 
@@ -535,9 +654,7 @@ class TokenSession:
 
     def _signing_public(self) -> ec.EllipticCurvePublicKey | None:
         found = list(
-            self.raw.get_objects(
-                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: SIGNING_LABEL}
-            )
+            self.raw.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: SIGNING_LABEL})
         )
         if not found:
             return None

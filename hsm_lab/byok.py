@@ -1,0 +1,431 @@
+"""BYOK: class keys (L1) derived in the HSM, wrapped in the HSM, imported into KMS.
+
+For each data class and key version, the L1 material is derived inside the
+HSM from the master key (see `hsm.class_key_derivation_data`). To import it
+into a KMS key:
+
+1. GetParametersForImport gives a KMS wrapping public key and an import token;
+2. the SO installs that public key in the HSM as a TRUSTED wrapping key (only
+   TRUSTED keys may wrap WRAP_WITH_TRUSTED keys, and only the SO sets TRUSTED);
+3. the HSM wraps the class key under it: RSAES_OAEP_SHA_1 directly, or
+   RSA_AES_KEY_WRAP_SHA_256 composed as OAEP-SHA-256 (in Python) of an
+   ephemeral TRUSTED AES key + AES-KWP (RFC 5649, in the HSM) of the class key,
+   because SoftHSM2's OAEP is SHA-1 only; the class key never leaves the HSM
+   in the clear;
+4. ImportKeyMaterial, with an optional expiry; the wrapping objects are removed.
+
+The same material goes into the primary (Paris) and its replica (Frankfurt);
+before any AWS call for a replica the material is checked against what was
+imported into its primary (class, version, KCV). Every step is in the
+transcript; what was imported where is kept in <lab>/byok.json.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from hsm_lab import errors
+from hsm_lab.ceremony import transcript
+from hsm_lab.fs import atomic_write_text, wipe
+from hsm_lab.hsm import HSM, class_key_label
+from hsm_lab.lab import MASTER_LABEL, Lab
+
+WRAPPING_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256")
+WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
+
+
+class ByokError(errors.ClefsError):
+    """A BYOK step was refused (by us, before AWS, or by KMS)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def arn_region(arn: str) -> str:
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[2] != "kms" or not parts[5].startswith("key/"):
+        raise errors.InputError(f"{arn!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
+    return parts[3]
+
+
+def arn_key_id(arn: str) -> str:
+    arn_region(arn)
+    return arn.split(":")[5].removeprefix("key/")
+
+
+@dataclass(frozen=True)
+class ImportParameters:
+    """What GetParametersForImport returned, and for which key it is valid."""
+
+    key_arn: str
+    wrapping_algorithm: str
+    wrapping_key_spec: str
+    public_key: bytes
+    import_token: bytes
+    valid_to: str
+
+    @property
+    def region(self) -> str:
+        return arn_region(self.key_arn)
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    data_class: str
+    version: int
+    key_arn: str
+    region: str
+    role: str  # "primary" or "replica"
+    kcv: str
+    wrapping_algorithm: str
+    expires: str | None
+    imported: str
+
+
+def _aws(call: str, arn: str, action: Callable[[], Any]) -> Any:
+    """Run one KMS call; its failure is one line naming the call, key and AWS error."""
+    try:
+        return action()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ByokError(
+            f"KMS {call} on {arn} refused: {error.get('Code', 'error')}: {error.get('Message', '')}".rstrip()
+        ) from None
+    except BotoCoreError as exc:
+        raise ByokError(f"KMS {call} on {arn} failed: {exc}") from None
+
+
+class Byok:
+    """BYOK for one lab's HSM token against KMS clients per region."""
+
+    def __init__(
+        self,
+        hsm: HSM,
+        lab: Lab,
+        *,
+        token: str,
+        user_pin: str,
+        so_pin: str,
+        kms_for: Callable[[str], Any],
+        primary_region: str = "eu-west-3",
+        actor: str = "operator",
+        master_label: str = MASTER_LABEL,
+    ) -> None:
+        self.hsm = hsm
+        self.lab = lab
+        self.token = token
+        self._user_pin = user_pin
+        self._so_pin = so_pin
+        self.kms_for = kms_for
+        self.actor = actor
+        self.master_label = master_label
+        self.primary_region = primary_region
+
+    def role_of(self, key_arn: str) -> str:
+        """Primary or replica, from the stack's primary region (no AWS call)."""
+        return "primary" if arn_region(key_arn) == self.primary_region else "replica"
+
+    # -- records -------------------------------------------------------------------
+
+    @property
+    def records_path(self) -> Any:
+        return self.lab.root / "byok.json"
+
+    def records(self) -> list[ImportRecord]:
+        if not self.records_path.exists():
+            return []
+        try:
+            return [ImportRecord(**r) for r in json.loads(self.records_path.read_text())["imports"]]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ByokError(f"{self.records_path} is malformed; move it aside and import again") from None
+
+    def _save(self, record: ImportRecord) -> None:
+        kept = [r for r in self.records() if r.key_arn != record.key_arn]
+        doc = {"format": "clefs.byok-records/v1", "imports": [asdict(r) for r in [*kept, record]]}
+        atomic_write_text(self.records_path, json.dumps(doc, indent=2) + "\n")
+
+    def _log(self, action: str, params: dict[str, Any]) -> None:
+        with self.hsm.session(self.token, user_pin=self._user_pin) as session:
+            transcript(self.lab).append(session, self.actor, action, params)
+
+    # -- steps ---------------------------------------------------------------------
+
+    def derive(self, data_class: str, version: int) -> str:
+        """Derive (idempotently) the class key in the HSM; returns its KCV."""
+        with self.hsm.session(self.token, user_pin=self._user_pin) as session:
+            key = session.derive_class_key(self.master_label, data_class, version)
+            kcv = session.kcv(key)
+            transcript(self.lab).append(
+                session,
+                self.actor,
+                "byok.derive",
+                {
+                    "data_class": data_class,
+                    "version": version,
+                    "label": class_key_label(data_class, version),
+                    "kcv": kcv,
+                    "token": self.token,
+                },
+            )
+        return kcv
+
+    def check_replica_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
+        """Refuse, before any AWS call, replica material that differs from its primary's."""
+        key_id = arn_key_id(key_arn)
+        primaries = [
+            r
+            for r in self.records()
+            if r.role == "primary" and arn_key_id(r.key_arn) == key_id and r.region != arn_region(key_arn)
+        ]
+        if not primaries:
+            raise ByokError(
+                f"no import recorded for the primary of {key_arn} in this lab: import the primary first"
+            )
+        primary = primaries[-1]
+        if (primary.data_class, primary.version, primary.kcv) != (data_class, version, kcv):
+            raise ByokError(
+                f"refusing to import {data_class} v{version} (KCV {kcv}) into {key_arn}: its primary "
+                f"{primary.key_arn} holds {primary.data_class} v{primary.version} (KCV {primary.kcv}); "
+                "a replica must get the same material"
+            )
+
+    def check_same_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
+        """A KMS key takes only the material it first got (AWS enforces it; LocalStack does not)."""
+        for record in self.records():
+            if record.key_arn == key_arn and (record.data_class, record.version, record.kcv) != (
+                data_class,
+                version,
+                kcv,
+            ):
+                raise ByokError(
+                    f"refusing to import {data_class} v{version} (KCV {kcv}) into {key_arn}: it already "
+                    f"holds {record.data_class} v{record.version} (KCV {record.kcv}); a new key version "
+                    "needs a new KMS key"
+                )
+
+    def get_parameters(
+        self, key_arn: str, wrapping_algorithm: str = "RSAES_OAEP_SHA_1", wrapping_key_spec: str = "RSA_2048"
+    ) -> ImportParameters:
+        if wrapping_algorithm not in WRAPPING_ALGORITHMS:
+            raise errors.InputError(
+                f"wrapping algorithm {wrapping_algorithm!r} is not supported here: use one of "
+                f"{', '.join(WRAPPING_ALGORITHMS)} (SoftHSM2's OAEP is SHA-1 only)"
+            )
+        if wrapping_key_spec not in WRAPPING_KEY_SPECS:
+            raise errors.InputError(f"wrapping key spec must be one of {', '.join(WRAPPING_KEY_SPECS)}")
+        kms = self.kms_for(arn_region(key_arn))
+        answer = _aws(
+            "GetParametersForImport",
+            key_arn,
+            lambda: kms.get_parameters_for_import(
+                KeyId=key_arn,
+                WrappingAlgorithm=wrapping_algorithm,
+                WrappingKeySpec=wrapping_key_spec,
+            ),
+        )
+        params = ImportParameters(
+            key_arn=key_arn,
+            wrapping_algorithm=wrapping_algorithm,
+            wrapping_key_spec=wrapping_key_spec,
+            public_key=answer["PublicKey"],
+            import_token=answer["ImportToken"],
+            valid_to=answer["ParametersValidTo"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        self._log(
+            "byok.get-parameters",
+            {
+                "key_arn": key_arn,
+                "wrapping_algorithm": wrapping_algorithm,
+                "wrapping_key_spec": wrapping_key_spec,
+                "parameters_valid_to": params.valid_to,
+            },
+        )
+        return params
+
+    def wrap(self, params: ImportParameters, data_class: str, version: int) -> bytes:
+        """Wrap the class key for KMS inside the HSM (SO installs the TRUSTED wrapping key)."""
+        label = f"clefs-kms-wrap/{secrets.token_hex(6)}"
+        key_label = class_key_label(data_class, version)
+        transport: bytearray | None = None
+        try:
+            with self.hsm.session(self.token, so_pin=self._so_pin) as so:
+                if params.wrapping_algorithm == "RSAES_OAEP_SHA_1":
+                    so.install_trusted_wrapping_key(label, params.public_key)
+                else:
+                    transport = so.create_trusted_transport_key(label)
+            with self.hsm.session(self.token, user_pin=self._user_pin) as session:
+                try:
+                    if transport is None:
+                        return session.wrap_for_export(key_label, label, "RSA_OAEP_SHA1")
+                    kms_public = serialization.load_der_public_key(params.public_key)
+                    if not isinstance(kms_public, rsa.RSAPublicKey):
+                        raise ByokError("the KMS wrapping key is not RSA")
+                    wrapped_transport = kms_public.encrypt(
+                        bytes(transport),
+                        padding.OAEP(
+                            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+                        ),
+                    )
+                    return wrapped_transport + session.wrap_for_export(key_label, label, "AES_KWP")
+                finally:
+                    session.destroy_objects(label)
+        finally:
+            wipe(transport)
+
+    def import_material(
+        self,
+        params: ImportParameters,
+        key_arn: str,
+        data_class: str,
+        version: int,
+        *,
+        kcv: str,
+        role: str,
+        valid_to: datetime | None = None,
+    ) -> ImportRecord:
+        if params.key_arn != key_arn:
+            raise ByokError(
+                f"the import token is for {params.key_arn}, not {key_arn}: get parameters for this key "
+                "(tokens are per key and per region)"
+            )
+        wrapped = self.wrap(params, data_class, version)
+        kms = self.kms_for(params.region)
+        request: dict[str, Any] = {
+            "KeyId": key_arn,
+            "ImportToken": params.import_token,
+            "EncryptedKeyMaterial": wrapped,
+            "ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE",
+        }
+        if valid_to is not None:
+            if valid_to <= datetime.now(UTC):
+                raise errors.InputError(f"expiry {valid_to.isoformat()} is in the past")
+            request.update(ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)
+        _aws("ImportKeyMaterial", key_arn, lambda: kms.import_key_material(**request))
+        record = ImportRecord(
+            data_class=data_class,
+            version=version,
+            key_arn=key_arn,
+            region=params.region,
+            role=role,
+            kcv=kcv,
+            wrapping_algorithm=params.wrapping_algorithm,
+            expires=valid_to.strftime("%Y-%m-%dT%H:%M:%SZ") if valid_to else None,
+            imported=_now(),
+        )
+        self._save(record)
+        self._log("byok.import", asdict(record))
+        return record
+
+    def import_class(
+        self,
+        data_class: str,
+        version: int,
+        key_arns: list[str],
+        *,
+        wrapping_algorithm: str = "RSAES_OAEP_SHA_1",
+        valid_to: datetime | None = None,
+    ) -> list[ImportRecord]:
+        """Derive once, then import the same material into the primary, then each replica."""
+        kcv = self.derive(data_class, version)
+        records = []
+        ordered = sorted(key_arns, key=lambda arn: self.role_of(arn) != "primary")
+        for key_arn in ordered:
+            role = self.role_of(key_arn)
+            self.check_same_material(key_arn, data_class, version, kcv)
+            if role == "replica":
+                self.check_replica_material(key_arn, data_class, version, kcv)
+            params = self.get_parameters(key_arn, wrapping_algorithm)
+            records.append(
+                self.import_material(
+                    params,
+                    key_arn,
+                    data_class,
+                    version,
+                    kcv=kcv,
+                    role=role,
+                    valid_to=valid_to,
+                )
+            )
+        return records
+
+    def prove(self, data_class: str, encrypt_arn: str, decrypt_arn: str) -> bool:
+        """Encrypt under one region's key, decrypt under the other's: same material."""
+        context = {"data_class": data_class}
+        probe = secrets.token_bytes(32)
+        source = self.kms_for(arn_region(encrypt_arn))
+        target = self.kms_for(arn_region(decrypt_arn))
+        blob = _aws(
+            "Encrypt",
+            encrypt_arn,
+            lambda: source.encrypt(
+                KeyId=encrypt_arn,
+                Plaintext=probe,
+                EncryptionContext=context,
+            ),
+        )["CiphertextBlob"]
+        plain = _aws(
+            "Decrypt",
+            decrypt_arn,
+            lambda: target.decrypt(
+                KeyId=decrypt_arn,
+                CiphertextBlob=blob,
+                EncryptionContext=context,
+            ),
+        )["Plaintext"]
+        ok = secrets.compare_digest(plain, probe)
+        self._log(
+            "byok.prove",
+            {
+                "data_class": data_class,
+                "encrypt": encrypt_arn,
+                "decrypt": decrypt_arn,
+                "same_material": ok,
+            },
+        )
+        if not ok:
+            raise ByokError(f"{decrypt_arn} decrypted to other bytes than {encrypt_arn} encrypted")
+        return ok
+
+    def revoke(self, key_arn: str, data_class: str) -> str:
+        """Revocation drill: delete the imported material, then show decrypt is refused."""
+        kms = self.kms_for(arn_region(key_arn))
+        context = {"data_class": data_class}
+        blob = _aws(
+            "Encrypt",
+            key_arn,
+            lambda: kms.encrypt(
+                KeyId=key_arn,
+                Plaintext=b"revocation drill",
+                EncryptionContext=context,
+            ),
+        )["CiphertextBlob"]
+        _aws("DeleteImportedKeyMaterial", key_arn, lambda: kms.delete_imported_key_material(KeyId=key_arn))
+        state = _aws("DescribeKey", key_arn, lambda: kms.describe_key(KeyId=key_arn))["KeyMetadata"][
+            "KeyState"
+        ]
+        try:
+            kms.decrypt(KeyId=key_arn, CiphertextBlob=blob, EncryptionContext=context)
+        except ClientError as exc:
+            refusal = exc.response.get("Error", {}).get("Code", "refused")
+        else:
+            raise ByokError(f"{key_arn} still decrypts after DeleteImportedKeyMaterial")
+        self._log(
+            "byok.revoke",
+            {
+                "key_arn": key_arn,
+                "data_class": data_class,
+                "key_state": state,
+                "decrypt": refusal,
+            },
+        )
+        return refusal
