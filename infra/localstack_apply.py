@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
 from botocore.exceptions import ClientError, ParamValidationError
-
-import pulumi
 from pulumi.runtime import settings as runtime_settings
 
 from infra.testing import (
