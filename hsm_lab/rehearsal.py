@@ -87,6 +87,8 @@ def rehearse(
     module: str | None = None,
     threshold: int = 5,
     seed: int | None = None,
+    pins: dict[str, str] | None = None,
+    so_pin: str | None = None,
     on_step: Callable[[str], None] = lambda _step: None,
 ) -> Rehearsal:
     """Run the story; raises ClefsError on any refusal (none is expected)."""
@@ -101,8 +103,8 @@ def rehearse(
     lab = Lab(lab_dir.resolve())
     report = Rehearsal(lab)
     hsm = HSM(lab.root, module)
-    pins = {token: secrets.token_urlsafe(12) for token in (PRIMARY_TOKEN, RECOVERY_TOKEN)}
-    so_pin = secrets.token_urlsafe(12)
+    pins = pins or {token: secrets.token_urlsafe(12) for token in (PRIMARY_TOKEN, RECOVERY_TOKEN)}
+    so_pin = so_pin or secrets.token_urlsafe(12)
 
     on_step("initialising two tokens (primary HSM, recovery HSM)")
     for token, pin in pins.items():
