@@ -31,30 +31,24 @@ app = typer.Typer(
 )
 transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed transcript.")
 app.add_typer(transcript_app, name="transcript")
+byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
+app.add_typer(byok_app, name="byok")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-LabOpt = Annotated[
-    Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")
-]
+LabOpt = Annotated[Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")]
 ModuleOpt = Annotated[
     str | None,
-    typer.Option(
-        "--module", help="PKCS#11 module .so [env CLEFS_PKCS11_MODULE; default SoftHSM2]."
-    ),
+    typer.Option("--module", help="PKCS#11 module .so [env CLEFS_PKCS11_MODULE; default SoftHSM2]."),
 ]
 TokenOpt = Annotated[str, typer.Option("--token", help="Token label.")]
-ShareOpt = Annotated[
-    list[Path], typer.Option("--share", help="An age-encrypted share file (repeat).")
-]
+ShareOpt = Annotated[list[Path], typer.Option("--share", help="An age-encrypted share file (repeat).")]
 IdentityOpt = Annotated[
     list[Path] | None, typer.Option("--identity", "-i", help="age identity file (repeat).")
 ]
 WeakOpt = Annotated[
     bool,
-    typer.Option(
-        "--allow-weak-quorum", help="Accept K < 3 or K not a majority of N (shown in output)."
-    ),
+    typer.Option("--allow-weak-quorum", help="Accept K < 3 or K not a majority of N (shown in output)."),
 ]
 
 
@@ -63,9 +57,7 @@ def _open(lab: Path | None, module: str | None) -> tuple[Lab, HSM]:
     return where, HSM(where.root, module)
 
 
-def _sources(
-    paths: list[Path], identities: list[Path] | None
-) -> list[tuple[str, Callable[[], Share]]]:
+def _sources(paths: list[Path], identities: list[Path] | None) -> list[tuple[str, Callable[[], Share]]]:
     """One opener per share file, run only when that custodian presents it."""
     loaded = load_identities(identities or [])
 
@@ -75,9 +67,7 @@ def _sources(
             try:
                 blob = path.read_bytes()
             except OSError as exc:
-                raise errors.ShareRejected(
-                    f"{claimed}: cannot read {path}: {exc.strerror}"
-                ) from None
+                raise errors.ShareRejected(f"{claimed}: cannot read {path}: {exc.strerror}") from None
             passphrase = None
             if shares.is_passphrase_sealed(blob):
                 passphrase = passphrase_from_env(claimed) or read_pin(
@@ -197,9 +187,7 @@ def import_(
 @app.command()
 def rekey(
     share: ShareOpt,
-    custodians: Annotated[
-        Path, typer.Option("--custodians", help="TOML file of the NEW custodians.")
-    ],
+    custodians: Annotated[Path, typer.Option("--custodians", help="TOML file of the NEW custodians.")],
     threshold: Annotated[int, typer.Option("--threshold", "-k", help="New K.")] = 5,
     identity: IdentityOpt = None,
     allow_weak_quorum: WeakOpt = False,
@@ -232,9 +220,7 @@ def _drill(results: list[ceremony.DrillResult]) -> None:
     table.add_column("custodian")
     table.add_column("result")
     for r in results:
-        table.add_row(
-            r.custodian, f"[green]ok[/] {r.detail}" if r.ok else f"[red]FAILED[/] {r.detail}"
-        )
+        table.add_row(r.custodian, f"[green]ok[/] {r.detail}" if r.ok else f"[red]FAILED[/] {r.detail}")
     out.print(table)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -297,9 +283,7 @@ def status(
     where, hsm = _open(lab, module)
     with hsm.session(token, user_pin=user_pin()) as session:
         keys = session.inventory()
-        ceremony.transcript(where).append(
-            session, actor(), "status", {"token": token, "objects": len(keys)}
-        )
+        ceremony.transcript(where).append(session, actor(), "status", {"token": token, "objects": len(keys)})
     if as_json:
         out.print_json(json.dumps([k.__dict__ for k in keys]))
         return
@@ -339,6 +323,140 @@ def transcript_show(lab: LabOpt = None) -> None:
             json.dumps(entry.get("params"), separators=(",", ":"))[:120],
         )
     out.print(table)
+
+
+OutputsOpt = Annotated[
+    Path | None, typer.Option("--outputs", help="Stack outputs JSON [default <lab>/stack-outputs.json].")
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", help="LocalStack endpoint [default: localstack-client conventions]."),
+]
+RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (default credentials chain).")]
+
+
+def _aws(endpoint: str | None, real_aws: bool) -> tuple[str, Callable[[str, str], object]]:
+    from hsm_lab import localstack
+    from hsm_lab.deployment import aws_clients
+
+    if real_aws:
+        return "AWS", aws_clients(None)
+    url = endpoint or localstack.connect().endpoint
+    localstack.check_endpoint(url)
+    return url, aws_clients(url)
+
+
+def _outputs(where: Lab, outputs: Path | None) -> dict:
+    from hsm_lab.deployment import load_outputs, outputs_path
+
+    return load_outputs(outputs_path(where.root, outputs))
+
+
+@byok_app.command("import")
+def byok_import(
+    data_class: Annotated[str, typer.Option("--class", help="Data class (from the stack outputs).")],
+    version: Annotated[int, typer.Option("--version", help="Class key version.")] = 1,
+    wrapping: Annotated[
+        str, typer.Option("--wrapping", help="RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256 (composed).")
+    ] = "RSAES_OAEP_SHA_1",
+    expires_in_days: Annotated[
+        int | None, typer.Option("--expires-in-days", help="Imported material expires after N days.")
+    ] = None,
+    outputs: OutputsOpt = None,
+    endpoint: EndpointOpt = None,
+    real_aws: RealAwsOpt = False,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Derive the class key in the HSM and import the same material into primary and replica."""
+    from datetime import UTC, datetime, timedelta
+
+    from hsm_lab.byok import Byok
+    from hsm_lab.deployment import class_key_arns
+
+    where, hsm = _open(lab, module)
+    stack = _outputs(where, outputs)
+    arns = class_key_arns(stack, data_class)
+    target, client_for = _aws(endpoint, real_aws)
+    byok = Byok(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        so_pin=so_pin(),
+        kms_for=lambda region: client_for("kms", region),
+        primary_region=str(stack.get("primary_region", "eu-west-3")),
+        actor=actor(),
+    )
+    expiry = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    for record in byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry):
+        out.print(
+            f"{record.data_class} v{record.version} (KCV {record.kcv}) -> {record.key_arn} [{record.role}] "
+            f"via {record.wrapping_algorithm}; expires {record.expires or 'never'} ({target})"
+        )
+    byok.prove(data_class, arns[0], arns[-1])
+    out.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
+
+
+@byok_app.command("revoke")
+def byok_revoke(
+    data_class: Annotated[str, typer.Option("--class", help="Data class.")],
+    region: Annotated[str, typer.Option("--region", help="Which region's key loses its material.")],
+    outputs: OutputsOpt = None,
+    endpoint: EndpointOpt = None,
+    real_aws: RealAwsOpt = False,
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Delete a class key's imported material in one region and show decrypt is refused."""
+    from hsm_lab.byok import Byok
+    from hsm_lab.deployment import class_key_arns
+
+    where, hsm = _open(lab, module)
+    stack = _outputs(where, outputs)
+    arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
+    if not arns:
+        raise errors.InputError(f"class {data_class} has no key in region {region}")
+    _target, client_for = _aws(endpoint, real_aws)
+    byok = Byok(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        so_pin="",
+        actor=actor(),
+        kms_for=lambda r: client_for("kms", r),
+        primary_region=str(stack.get("primary_region")),
+    )
+    refusal = byok.revoke(arns[0], data_class)
+    out.print(f"{arns[0]}: material deleted; decrypt now refused ({refusal}). Re-import with `byok import`.")
+
+
+@app.command()
+def verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    sample: Annotated[int, typer.Option("--sample", help="Objects sampled per bucket.")] = 3,
+    outputs: OutputsOpt = None,
+    endpoint: EndpointOpt = None,
+    real_aws: RealAwsOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Compliance report from live state, per data class and region; non-zero exit on any gap."""
+    from hsm_lab.compliance import assess
+    from hsm_lab.report import print_compliance
+
+    where = Lab.at(lab)
+    stack = _outputs(where, outputs)
+    target, client_for = _aws(endpoint, real_aws)
+    report = assess(stack, client_for, sample=sample)
+    if as_json:
+        out.print_json(report.to_json())
+    else:
+        print_compliance(out, report, target)
+    if report.gaps:
+        raise errors.ClefsError(f"{len(report.gaps)} gap(s) in live state; the first: {report.gaps[0]}")
 
 
 @app.command()

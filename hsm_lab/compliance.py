@@ -243,7 +243,7 @@ def assess(outputs: dict[str, Any], client_for: ClientFor, *, sample: int = 3) -
         regions = spec["regions"]
         replica_regions = [r for r in regions if r != primary_region]
         required = bool(spec.get("end_to_end"))
-        for region, where in regions.items():
+        for region, where in sorted(regions.items(), key=lambda item: item[0] != primary_region):
             role = "primary" if region == primary_region else "replica"
             row = Row(data_class, region, role, where["bucket"], where["key_arn"], required)
             s3, kms = client_for("s3", region), client_for("kms", region)

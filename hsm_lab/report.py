@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from hsm_lab.compliance import Report
 from hsm_lab.rehearsal import Rehearsal
 
 
@@ -62,11 +63,38 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
         f"transcript: {report.transcript_entries} entries, chain OK, head {report.transcript_head[:16]}… "
         f"signed in the HSM by key {report.signer_key_id}"
     )
-    timing = "  ".join(
-        f"{step} {seconds * 1000:.0f} ms" for step, seconds in report.timings.items()
-    )
+    timing = "  ".join(f"{step} {seconds * 1000:.0f} ms" for step, seconds in report.timings.items())
     console.print(f"timings: {timing}")
     console.print(f"lab: {report.lab.root}  (nothing in it holds the key or a plaintext share)")
-    console.print(
-        "[bold green]rehearsal OK[/]: same KCV everywhere, quorum enforced, transcript verified"
-    )
+    console.print("[bold green]rehearsal OK[/]: same KCV everywhere, quorum enforced, transcript verified")
+
+
+def print_compliance(console: Console, report: Report, target: str) -> None:
+    """The seed's table of protections: one row per data class and region."""
+    table = Table(title=f"Compliance from live state ({target})", show_lines=True)
+    for column in (
+        "class / region",
+        "at rest",
+        "key (L1, BYOK)",
+        "in transit",
+        "end to end",
+        "replication",
+        "public access",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in report.rows:
+        cells = []
+        for name in ("at_rest", "key", "in_transit", "end_to_end", "replication", "public_access"):
+            cell = row.cells.get(name)
+            if cell is None:
+                cells.append("-")
+                continue
+            mark = "[green]✔[/]" if cell.ok else "[red]✘ GAP[/]"
+            cells.append(f"{mark} {cell.detail}")
+        table.add_row(f"{row.data_class}\n{row.region} ({row.role})", *cells)
+    console.print(table)
+    if report.gaps:
+        for gap in report.gaps:
+            console.print(f"[red]gap:[/] {gap}")
+    else:
+        console.print("[bold green]no gap[/]: every class protected as its level requires, in every region")
