@@ -341,9 +341,9 @@ class Byok:
         ordered = sorted(key_arns, key=lambda arn: self.role_of(arn) != "primary")
         for key_arn in ordered:
             role = self.role_of(key_arn)
-            self.check_same_material(key_arn, data_class, version, kcv)
             if role == "replica":
                 self.check_replica_material(key_arn, data_class, version, kcv)
+            self.check_same_material(key_arn, data_class, version, kcv)
             params = self.get_parameters(key_arn, wrapping_algorithm)
             records.append(
                 self.import_material(

@@ -341,8 +341,12 @@ def _aws(endpoint: str | None, real_aws: bool) -> tuple[str, Callable[[str, str]
 
     if real_aws:
         return "AWS", aws_clients(None)
-    url = endpoint or localstack.connect().endpoint
-    localstack.check_endpoint(url)
+    url = localstack.check_endpoint(endpoint) if endpoint else localstack.connect().endpoint
+    if endpoint and not localstack.is_healthy(localstack.health(url)):
+        raise localstack.LocalStackError(
+            f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
+            "or pass the right --endpoint"
+        )
     return url, aws_clients(url)
 
 

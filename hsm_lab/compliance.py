@@ -238,6 +238,8 @@ def assess(outputs: dict[str, Any], client_for: ClientFor, *, sample: int = 3) -
         primary_region = outputs.get("primary_region", "eu-west-3")
     except (KeyError, TypeError):
         raise errors.InputError("stack outputs have no 'classes': deploy the stack first") from None
+    if not classes:
+        raise errors.InputError("the stack outputs list no data class: deploy the stack first")
     rows = []
     for data_class, spec in sorted(classes.items()):
         regions = spec["regions"]

@@ -1,0 +1,304 @@
+"""BYOK, the stack harness and the compliance report against a real LocalStack."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from botocore.exceptions import ClientError
+
+from hsm_lab import ceremony, errors
+from hsm_lab.byok import Byok, ByokError
+from hsm_lab.compliance import assess
+from hsm_lab.deployment import aws_clients, class_key_arns
+from hsm_lab.lab import PRIMARY_TOKEN
+from infra.localstack_apply import HarnessError, LocalStackMocks, apply
+from tests.conftest import Dealt, deal, make_lab
+
+
+class CountingClients:
+    """Real clients, with every AWS call counted (to prove a refusal came before any)."""
+
+    def __init__(self, client_for: Callable[[str, str], Any]) -> None:
+        self.client_for = client_for
+        self.calls: list[str] = []
+
+    def kms_for(self, region: str) -> Any:
+        real = self.client_for("kms", region)
+        calls = self.calls
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                calls.append(f"{region}:{name}")
+                return getattr(real, name)
+
+        return Proxy()
+
+
+@pytest.fixture(scope="session")
+def deployed(localstack) -> dict[str, Any]:
+    """The real program applied to LocalStack: a real `pulumi up` where the CLI exists, else the harness."""
+    if shutil.which("pulumi"):
+        from infra import deploy
+
+        return deploy.outputs("localstack")  # after `pulumi up` on the localstack stack
+    clients = aws_clients(localstack.endpoint)
+    recording, mocks = apply(localstack.endpoint, clients, suffix=secrets.token_hex(3))
+    states = {
+        arn: clients("kms", arn.split(":")[3]).describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]
+        for data_class in recording.outputs["classes"]
+        for arn in class_key_arns(recording.outputs, data_class)
+    }
+    return {"outputs": recording.outputs, "recording": recording, "created": mocks.created, "states": states}
+
+
+@pytest.fixture(scope="session")
+def byok_dealt(tmp_path_factory: pytest.TempPathFactory) -> Dealt:
+    """A lab of its own: class keys derived here must not show up in the ceremony tests' token."""
+    return deal(make_lab(tmp_path_factory.mktemp("byok-lab")), names=("alice", "carol", "dave"), threshold=3)
+
+
+@pytest.fixture(scope="session")
+def clients(localstack) -> Callable[[str, str], Any]:
+    return aws_clients(localstack.endpoint)
+
+
+@pytest.fixture(scope="session")
+def byok(byok_dealt: Dealt, clients, deployed) -> Byok:
+    env = byok_dealt.env
+    return Byok(
+        env.hsm,
+        env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=env.pin,
+        so_pin=env.so_pin,
+        kms_for=lambda region: clients("kms", region),
+        primary_region=deployed["outputs"]["primary_region"],
+        actor="pytest",
+    )
+
+
+@pytest.fixture(scope="session")
+def imported(byok: Byok, deployed) -> dict[str, list]:
+    """Every class imported into both regions (one with the composed AES wrap, one expiring)."""
+    outputs = deployed["outputs"]
+    done = {}
+    for data_class in sorted(outputs["classes"]):
+        arns = class_key_arns(outputs, data_class)
+        algorithm = "RSA_AES_KEY_WRAP_SHA_256" if data_class == "health-documents" else "RSAES_OAEP_SHA_1"
+        expiry = datetime.now(UTC) + timedelta(days=30) if data_class == "appointments" else None
+        done[data_class] = byok.import_class(
+            data_class, 1, arns, wrapping_algorithm=algorithm, valid_to=expiry
+        )
+    return done
+
+
+def test_the_harness_gave_localstack_the_programs_own_configuration(deployed, clients) -> None:
+    recording = deployed["recording"]
+    keys = recording.of_type("aws:kms/externalKey:ExternalKey")
+    assert len(keys) == len(deployed["outputs"]["classes"])
+    for key in keys:
+        arn = key.outputs["arn"]
+        region = arn.split(":")[3]
+        live = clients("kms", region).get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+        assert json.loads(live) == json.loads(key.inputs["policy"])
+        meta = clients("kms", region).describe_key(KeyId=arn)["KeyMetadata"]
+        assert meta["Origin"] == "EXTERNAL" and meta["MultiRegion"] is True
+    for policy in recording.of_type("aws:s3/bucketPolicy:BucketPolicy"):
+        bucket = policy.inputs["bucket"]
+        region = recording.by_urn[policy.urn].region
+        live = clients("s3", region).get_bucket_policy(Bucket=bucket)["Policy"]
+        assert json.loads(live) == json.loads(policy.inputs["policy"])
+
+
+def test_the_keys_stay_pending_import_until_the_hsm_imports(deployed) -> None:
+    assert len(deployed["states"]) == 2 * len(deployed["outputs"]["classes"])
+    assert set(deployed["states"].values()) == {"PendingImport"}
+
+
+def test_byok_imports_the_same_material_into_both_regions(imported, byok: Byok, deployed) -> None:
+    outputs = deployed["outputs"]
+    for data_class, records in imported.items():
+        assert [r.role for r in records] == ["primary", "replica"]
+        assert len({r.kcv for r in records}) == 1
+        arns = class_key_arns(outputs, data_class)
+        assert byok.prove(data_class, arns[0], arns[1])  # encrypt in Paris, decrypt in Frankfurt
+        assert byok.prove(data_class, arns[1], arns[0])
+    assert imported["appointments"][0].expires and imported["administrative"][0].expires is None
+    assert imported["health-documents"][0].wrapping_algorithm == "RSA_AES_KEY_WRAP_SHA_256"
+
+
+def test_class_keys_are_deterministic_and_distinct(byok: Byok, imported) -> None:
+    kcvs = {cls: records[0].kcv for cls, records in imported.items()}
+    assert len(set(kcvs.values())) == len(kcvs), "different classes never collide"
+    for data_class, kcv in kcvs.items():
+        assert byok.derive(data_class, 1) == kcv, "same class and version, same material"
+    assert byok.derive("appointments", 2) != kcvs["appointments"]
+
+
+def test_the_class_key_in_the_hsm_is_wrappable_only_by_trusted_keys(byok_dealt: Dealt, imported) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, Mechanism
+
+    env = byok_dealt.env
+    with env.hsm.session(PRIMARY_TOKEN, user_pin=env.pin) as session:
+        key = session.require_secret_key("clefs-l1/appointments/v1")
+        assert key[Attribute.SENSITIVE] and key[Attribute.WRAP_WITH_TRUSTED]
+        with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+            key[Attribute.VALUE]
+        plain = session.raw.generate_key(KeyType.AES, 256, store=False, template={Attribute.WRAP: True})
+        with pytest.raises(pkcs11.exceptions.PKCS11Error):
+            plain.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        leftovers = list(session.raw.get_objects({Attribute.TRUSTED: True}))
+        assert leftovers == [], "wrapping keys are removed after each import"
+
+
+def test_an_import_token_of_another_key_or_region_is_refused(byok: Byok, deployed, imported, clients) -> None:
+    outputs = deployed["outputs"]
+    paris_a, frankfurt_a = class_key_arns(outputs, "appointments")
+    paris_b, _ = class_key_arns(outputs, "administrative")
+    params = byok.get_parameters(paris_a)
+    with pytest.raises(ByokError, match=r"import token is for .* not .*tokens are per key and per region"):
+        byok.import_material(params, paris_b, "administrative", 1, kcv="x", role="primary")
+    with pytest.raises(ByokError, match="import token is for"):
+        byok.import_material(params, frankfurt_a, "appointments", 1, kcv="x", role="replica")
+    # LocalStack itself refuses a token from the other region (but not from another key: see README)
+    with pytest.raises(ClientError, match="NotFoundException"):
+        clients("kms", "eu-central-1").import_key_material(
+            KeyId=frankfurt_a,
+            ImportToken=params.import_token,
+            EncryptedKeyMaterial=b"\0" * 256,
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+
+
+def test_replica_material_that_does_not_match_its_primary_is_refused_before_any_aws_call(
+    byok_dealt: Dealt, deployed, imported, clients
+) -> None:
+    counting = CountingClients(clients)
+    env = byok_dealt.env
+    careless = Byok(
+        env.hsm,
+        env.lab,
+        token=PRIMARY_TOKEN,
+        user_pin=env.pin,
+        so_pin=env.so_pin,
+        kms_for=counting.kms_for,
+        primary_region="eu-west-3",
+    )
+    _paris, frankfurt = class_key_arns(deployed["outputs"], "appointments")
+    with pytest.raises(ByokError, match=r"its primary .* holds appointments v1 .* same material"):
+        careless.import_class("appointments", 7, [frankfurt])
+    with pytest.raises(ByokError, match="holds administrative v1"):
+        careless.check_replica_material(
+            class_key_arns(deployed["outputs"], "administrative")[1], "administrative", 1, "000000"
+        )
+    assert counting.calls == []
+
+
+def test_revocation_drill_refuses_decrypt(byok: Byok, clients) -> None:
+    kms = clients("kms", "eu-west-3")
+    key = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+    byok.import_class("revocation-drill", 1, [key["Arn"]])
+    assert kms.describe_key(KeyId=key["Arn"])["KeyMetadata"]["KeyState"] == "Enabled"
+    assert byok.revoke(key["Arn"], "revocation-drill") == "KMSInvalidStateException"
+    assert kms.describe_key(KeyId=key["Arn"])["KeyMetadata"]["KeyState"] == "PendingImport"
+    actions = [e["action"] for e in ceremony.transcript(byok.lab).entries()]
+    assert {"byok.derive", "byok.get-parameters", "byok.import", "byok.prove", "byok.revoke"} <= set(actions)
+
+
+def test_compliance_report_reads_live_state_and_names_gaps(deployed, imported, clients) -> None:
+    outputs = deployed["outputs"]
+    report = assess(outputs, clients)
+    assert all(row.cells["key"].ok for row in report.rows), report.gaps
+    assert all(row.cells["at_rest"].ok and row.cells["in_transit"].ok for row in report.rows)
+    assert all(row.cells["public_access"].ok and row.cells["replication"].ok for row in report.rows)
+    # break one thing in live state: the report must name exactly that gap
+    bucket = outputs["classes"]["administrative"]["regions"]["eu-west-3"]["bucket"]
+    s3 = clients("s3", "eu-west-3")
+    before = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    s3.put_public_access_block(
+        Bucket=bucket, PublicAccessBlockConfiguration={**before, "BlockPublicPolicy": False}
+    )
+    try:
+        gaps = assess(outputs, clients).gaps
+        assert [g for g in gaps if "public_access" in g] == [
+            "administrative eu-west-3 public_access: public access not fully blocked: BlockPublicPolicy off"
+        ]
+    finally:
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=before)
+
+
+def test_verify_cli_reports_and_exits_non_zero_on_gaps(
+    deployed, imported, localstack, run_cli, tmp_path
+) -> None:
+    from hsm_lab.deployment import save_outputs
+
+    save_outputs(tmp_path / "outputs.json", deployed["outputs"])
+    result = run_cli(
+        "verify",
+        "--json",
+        "--outputs",
+        str(tmp_path / "outputs.json"),
+        "--endpoint",
+        localstack.endpoint,
+        lab=tmp_path,
+    )
+    report = json.loads(result.stdout)
+    assert {row["data_class"] for row in report["rows"]} == set(deployed["outputs"]["classes"])
+    if report["gaps"]:
+        assert result.returncode == 1 and report["gaps"][0] in result.stderr
+    else:
+        assert result.returncode == 0
+
+
+def test_unreachable_localstack_is_one_clear_line(run_cli, tmp_path) -> None:
+    (tmp_path / "stack-outputs.json").write_text(json.dumps({"classes": {}, "primary_region": "eu-west-3"}))
+    result = run_cli(
+        "verify",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        lab=tmp_path,
+        extra_env={"CLEFS_LOCALSTACK_ENDPOINT": "http://127.0.0.1:9"},
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0]
+
+
+def test_harness_refuses_non_loopback_endpoints(clients) -> None:
+    with pytest.raises(HarnessError, match="only talks to loopback"):
+        LocalStackMocks("http://10.1.2.3:4566", clients, "x")
+    with pytest.raises(HarnessError, match=r"refusing provider endpoint https://kms\.eu-west-3\.amazonaws\.com"):
+        LocalStackMocks.__new__(LocalStackMocks)._check_provider(
+            {"endpoints": [{"kms": "https://kms.eu-west-3.amazonaws.com"}]}
+        )
+    with pytest.raises(HarnessError, match="no endpoints"):
+        LocalStackMocks.__new__(LocalStackMocks)._check_provider({"region": "eu-west-3"})
+
+
+def test_harness_fails_loudly_on_a_resource_type_it_does_not_support(localstack, clients) -> None:
+    def program() -> dict[str, Any]:
+        provider = aws.Provider(
+            "p",
+            region="eu-west-3",
+            endpoints=[aws.ProviderEndpointArgs(sqs=localstack.endpoint)],
+            skip_credentials_validation=True,
+            skip_requesting_account_id=True,
+        )
+        queue = aws.sqs.Queue("q", opts=pulumi.ResourceOptions(provider=provider))
+        return {"queue": queue.id}
+
+    with pytest.raises(Exception, match="does not support resource type aws:sqs/queue:Queue"):
+        apply(localstack.endpoint, clients, suffix="x", config={}, program=program)
+
+
+def test_errors_have_the_project_base() -> None:
+    assert issubclass(ByokError, errors.ClefsError)
