@@ -31,6 +31,13 @@ app = typer.Typer(
 )
 transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed transcript.")
 app.add_typer(transcript_app, name="transcript")
+def _mount_localstack() -> None:
+    from hsm_lab.localstack import app as localstack_app
+
+    app.add_typer(localstack_app, name="localstack")
+
+
+_mount_localstack()
 byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
 app.add_typer(byok_app, name="byok")
 out = Console(highlight=False)

@@ -28,7 +28,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned requirements into .venv"
   pipq .venv/bin/python -m pip install -q --upgrade pip
   pipq .venv/bin/python -m pip install -q -r requirements.txt
-  pipq .venv/bin/python -m pip install -q --no-deps -e .
+  if ! .venv/bin/python -m pip install -q --no-deps -e . > .venv/editable-install.log 2>&1; then
+    cat .venv/editable-install.log >&2
+    exit 1
+  fi
   .venv/bin/python -c "import pkcs11, pyshamir, pyrage, pulumi, pulumi_aws, boto3, typer, rich"
   echo "$want" > "$stamp"
+fi
+
+# LocalStack runs in its own venv on Python >= 3.12 (idempotent: a stamp skips it when up to date).
+if [ "${CLEFS_SKIP_LOCALSTACK_VENV:-0}" != "1" ] && [ -z "${CLEFS_LOCALSTACK_ENDPOINT:-}" ]; then
+  .venv/bin/python -c "from hsm_lab.localstack import ensure_venv; ensure_venv()"
 fi
