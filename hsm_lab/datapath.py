@@ -1,0 +1,568 @@
+"""The data path: put/get records per data class, envelope-encrypted, in the class bucket.
+
+* Every record is a ``clefs.envelope/v1`` (see :mod:`hsm_lab.envelope`): AES-256-GCM under a
+  data key from the class's KMS key, KMS context ``{"data_class": <class>}``, class and record
+  id bound by GCM. Data keys are cached with limits, so KMS is not called per record.
+* It is stored as ``<class>/<record id>`` in the class's bucket of the chosen region with
+  SSE-KMS under the same class key (``BucketKeyEnabled``) and the metadata
+  ``clefs-format`` / ``clefs-e2e``; S3 and KMS are reached over HTTPS only.
+* End-to-end classes (``health-documents``): the plaintext is first encrypted with age to the
+  patient's and the practitioner's X25519 recipients; the platform's roles (KMS + S3) only ever
+  obtain that age ciphertext. :func:`open_document` is what the patient's or practitioner's
+  device runs.
+
+The deployment description is the Pulumi stack output ``classes``:
+``{class: {"end_to_end": bool, "regions": {region: {"key_arn": str, "bucket": str, ...}}}}``
+(other keys are ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import pyrage
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hsm_lab import envelope
+from hsm_lab.custodians import load_identities
+from hsm_lab.envelope import (
+    E2E_AGE,
+    FORMAT,
+    CacheLimits,
+    EnvelopeCrypter,
+    RecordAuthenticationError,
+    check_record_id,
+)
+from hsm_lab.errors import ClefsError, InputError
+from hsm_lab.fs import atomic_write_bytes, atomic_write_text
+
+ClientFactory = Callable[[str, str], Any]
+"""(service, region) -> boto3 client; e.g. :func:`localstack_clients` or :func:`aws_clients`."""
+
+DEFAULT_REGION = "eu-west-3"
+META_FORMAT = "clefs-format"
+META_E2E = "clefs-e2e"
+E2E_NONE = "none"
+OUTPUTS_NAME = "stack-outputs.json"
+TLS_PEM = "tls.pem"
+
+Identities = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
+
+
+class DataPathError(ClefsError):
+    """The data path cannot do what was asked (unknown class/region, plain HTTP, S3 failure)."""
+
+
+class RecordNotFound(DataPathError):
+    """No object for that record in the class bucket."""
+
+
+class EndToEndError(ClefsError):
+    """An end-to-end record needs the patient's or practitioner's identity, or this identity is not one."""
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    key_arn: str
+    bucket: str
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    name: str
+    end_to_end: bool
+    regions: Mapping[str, RegionTarget]
+
+
+def parse_classes(classes: object, source: str = "deployment") -> dict[str, ClassTarget]:
+    """The `classes` stack output, checked; extra keys (key_id, alias, ...) are ignored."""
+    if not isinstance(classes, Mapping) or not classes:
+        raise InputError(f"{source}: 'classes' must be a non-empty object of class -> settings")
+    parsed: dict[str, ClassTarget] = {}
+    for name, spec in classes.items():
+        where = f"{source}: class {str(name)[:40]!r}"
+        if not envelope.is_class_name(name):
+            raise InputError(f"{where}: not a class name")
+        if not isinstance(spec, Mapping):
+            raise InputError(f"{where}: settings must be an object")
+        e2e = spec.get("end_to_end", False)
+        regions = spec.get("regions")
+        if not isinstance(e2e, bool):
+            raise InputError(f"{where}: end_to_end must be true or false")
+        if not isinstance(regions, Mapping) or not regions:
+            raise InputError(f"{where}: 'regions' must be a non-empty object of region -> key_arn, bucket")
+        targets: dict[str, RegionTarget] = {}
+        for region, target in regions.items():
+            if not isinstance(target, Mapping) or not all(
+                isinstance(target.get(k), str) and target.get(k) for k in ("key_arn", "bucket")
+            ):
+                raise InputError(f"{where}: region {str(region)[:20]!r} needs string key_arn and bucket")
+            targets[str(region)] = RegionTarget(target["key_arn"], target["bucket"])
+        parsed[name] = ClassTarget(name, e2e, targets)
+    return parsed
+
+
+def load_outputs(path: Path) -> tuple[dict[str, ClassTarget], str | None]:
+    """Read a stack-outputs JSON file: its `classes` and its `primary_region` (if any)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read stack outputs {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise InputError(f"stack outputs {path} is not JSON") from None
+    if not isinstance(document, dict) or "classes" not in document:
+        raise InputError(f"stack outputs {path} has no top-level 'classes'")
+    primary = document.get("primary_region")
+    return parse_classes(document["classes"], str(path)), primary if isinstance(primary, str) else None
+
+
+# --------------------------------------------------------------------------- TLS and clients
+
+
+@dataclass(frozen=True)
+class TlsPin:
+    """LocalStack's self-signed certificate, trusted exactly (and nothing else)."""
+
+    url: str  # https://localhost:<port>: the name the certificate carries
+    pem: Path
+    sha256: str  # fingerprint of the DER certificate
+
+    def describe(self) -> str:
+        return (
+            f"TLS verified against LocalStack's pinned certificate {self.pem} (sha256 {self.sha256[:16]}...)"
+        )
+
+
+def _cert_names(pem: str) -> tuple[set[str], set[str]]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return set(san.get_values_for_type(x509.DNSName)), {
+        str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+    }
+
+
+def pin_localstack_tls(endpoint: str, lab_dir: Path) -> TlsPin:
+    """Fetch the loopback LocalStack's certificate, write it to <lab>/localstack/tls.pem, pin it.
+
+    LocalStack serves HTTPS with a self-signed certificate on its port. Its subjectAltName
+    holds ``DNS:localhost`` and ``DNS:localhost.localstack.cloud`` but a malformed
+    ``DNS:127.0.0.1IP:127.0.0.1`` instead of an IP entry, so clients talk to
+    ``https://localhost:<port>`` (``/etc/hosts``) with exactly this certificate as trust anchor.
+    Fetching it over loopback is trust on first use: clients made from this pin accept only
+    this certificate; the next call fetches it again (LocalStack makes one per data directory).
+    """
+    from hsm_lab.localstack import is_loopback
+
+    parts = urlsplit(endpoint)
+    if not is_loopback(endpoint) or parts.hostname is None:
+        raise DataPathError(f"{endpoint}: certificate pinning is for a loopback LocalStack only")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = "127.0.0.1" if parts.hostname.lower() == "localhost" else parts.hostname
+    try:
+        pem = ssl.get_server_certificate((host, port), timeout=5)
+    except (OSError, ssl.SSLError) as exc:
+        raise DataPathError(f"cannot fetch LocalStack's TLS certificate from {host}:{port}: {exc}") from None
+    dns, ips = _cert_names(pem)
+    if "localhost" in dns:
+        url = f"https://localhost:{port}"
+    elif host in ips:
+        url = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
+    else:
+        raise DataPathError(
+            f"LocalStack's certificate at {host}:{port} names neither localhost nor {host}: "
+            "TLS cannot be verified"
+        )
+    path = Path(lab_dir).resolve() / "localstack" / TLS_PEM
+    atomic_write_text(path, pem)
+    der = ssl.PEM_cert_to_DER_cert(pem)
+    return TlsPin(url, path, hashlib.sha256(der).hexdigest())
+
+
+def _boto_config() -> Any:
+    from botocore.config import Config
+
+    return Config(
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+
+
+def localstack_clients(endpoint: str, lab_dir: Path) -> tuple[ClientFactory, TlsPin]:
+    """HTTPS boto3 clients for the lab's LocalStack, verifying its pinned certificate."""
+    import boto3
+
+    pin = pin_localstack_tls(endpoint, lab_dir)
+    config = _boto_config()
+
+    def factory(service: str, region: str) -> Any:
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=pin.url,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",  # noqa: S106 -- LocalStack's dummy credentials
+            verify=str(pin.pem),
+            config=config,
+        )
+
+    return factory, pin
+
+
+def aws_clients(profile: str | None = None) -> ClientFactory:
+    """Real AWS: the default credential chain, HTTPS with the system trust store."""
+    import boto3
+
+    session = boto3.Session(profile_name=profile)
+    config = _boto_config()
+    return lambda service, region: session.client(service, region_name=region, config=config)
+
+
+# --------------------------------------------------------------------------- e2e
+
+
+def parse_recipients(recipients: Sequence[str | pyrage.x25519.Recipient]) -> list[pyrage.x25519.Recipient]:
+    parsed: list[pyrage.x25519.Recipient] = []
+    for recipient in recipients:
+        if isinstance(recipient, pyrage.x25519.Recipient):
+            parsed.append(recipient)
+            continue
+        try:
+            parsed.append(pyrage.x25519.Recipient.from_str(str(recipient).strip()))
+        except Exception:
+            raise InputError(f"{str(recipient)[:12]!r}... is not an age X25519 recipient (age1...)") from None
+    return parsed
+
+
+def seal_document(plaintext: bytes, recipients: Sequence[str | pyrage.x25519.Recipient]) -> bytes:
+    """age-encrypt a document to every recipient (each can open it alone)."""
+    parsed = parse_recipients(recipients)
+    if not parsed:
+        raise InputError("an end-to-end document needs at least one recipient (patient, practitioner)")
+    return pyrage.encrypt(bytes(plaintext), parsed)
+
+
+def open_document(sealed: bytes, identity: Identities, name: str = "document") -> bytes:
+    """What the patient's or practitioner's device runs: age-decrypt with their identity."""
+    identities = [identity] if isinstance(identity, pyrage.x25519.Identity) else list(identity)
+    if not identities:
+        raise EndToEndError(f"{name}: no identity given")
+    try:
+        return pyrage.decrypt(sealed, identities)
+    except Exception:
+        raise EndToEndError(f"{name}: this identity cannot open it (not a recipient)") from None
+
+
+# --------------------------------------------------------------------------- data path
+
+
+class DataPath:
+    """Put and get records per data class (library API).
+
+    ``clients(service, region)`` must return HTTPS clients (checked); use
+    :func:`localstack_clients` for the lab or :func:`aws_clients` for AWS.
+    """
+
+    def __init__(
+        self,
+        clients: ClientFactory,
+        classes: Mapping[str, Any],
+        *,
+        primary_region: str | None = None,
+        limits: CacheLimits | None = None,
+        crypter: EnvelopeCrypter | None = None,
+    ) -> None:
+        self.classes = {
+            name: spec if isinstance(spec, ClassTarget) else parse_classes({name: spec})[name]
+            for name, spec in classes.items()
+        }
+        if not self.classes:
+            raise InputError("the deployment describes no data class")
+        self._factory = clients
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        first = next(iter(self.classes.values()))
+        self.primary_region = primary_region or (
+            DEFAULT_REGION if DEFAULT_REGION in first.regions else next(iter(first.regions))
+        )
+        self.crypter = crypter or EnvelopeCrypter.with_limits(
+            lambda region: self._client("kms", region), limits
+        )
+
+    # -- plumbing
+
+    def _client(self, service: str, region: str) -> Any:
+        with self._lock:
+            client = self._clients.get((service, region))
+            if client is None:
+                client = self._factory(service, region)
+                url = str(getattr(client.meta, "endpoint_url", ""))
+                if not url.lower().startswith("https://"):
+                    raise DataPathError(
+                        f"{service} in {region} would be reached over {url or '?'}: HTTPS only"
+                    )
+                self._clients[(service, region)] = client
+            return client
+
+    def target(self, data_class: str, region: str | None = None) -> tuple[ClassTarget, str, RegionTarget]:
+        spec = self.classes.get(data_class)
+        if spec is None:
+            known = ", ".join(sorted(self.classes))
+            raise InputError(f"unknown data class {data_class[:40]!r}: known are {known}")
+        region = region or self.primary_region
+        where = spec.regions.get(region)
+        if where is None:
+            raise InputError(
+                f"class {data_class} is not deployed in {region[:30]!r}: {', '.join(spec.regions)}"
+            )
+        return spec, region, where
+
+    @staticmethod
+    def object_key(data_class: str, record_id: str) -> str:
+        return f"{data_class}/{check_record_id(record_id)}"
+
+    @property
+    def kms_calls(self) -> Counter[tuple[str, str]]:
+        """KMS calls so far, by (operation, region)."""
+        return Counter(self.crypter.kms_calls)
+
+    def _s3(self, operation: str, region: str, data_class: str, record_id: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client("s3", region), operation)(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise RecordNotFound(f"no record {data_class}/{record_id} in {region}") from None
+            raise DataPathError(
+                f"S3 {operation} {data_class}/{record_id} in {region} refused: {code}"
+            ) from None
+        except BotoCoreError as exc:
+            message = " ".join(str(exc).split())[:200]
+            raise DataPathError(
+                f"S3 {operation} {data_class}/{record_id} in {region} failed: {message}"
+            ) from None
+
+    # -- API
+
+    def put(
+        self,
+        data_class: str,
+        record_id: str,
+        plaintext: bytes | bytearray | memoryview,
+        region: str | None = None,
+        recipients: Sequence[str | pyrage.x25519.Recipient] | None = None,
+    ) -> str:
+        """Encrypt and store one record; returns its object key. E2E classes need recipients."""
+        key = self.object_key(data_class, record_id)
+        spec, region, where = self.target(data_class, region)
+        if spec.end_to_end:
+            payload: bytes | bytearray | memoryview = seal_document(bytes(plaintext), recipients or [])
+            mode: str | None = E2E_AGE
+        else:
+            if recipients:
+                raise InputError(f"class {data_class} is not end-to-end: recipients are not used, refusing")
+            payload, mode = plaintext, None
+        blob = self.crypter.encrypt(
+            data_class, record_id, payload, key_arn=where.key_arn, region=region, e2e=mode
+        )
+        self._s3(
+            "put_object",
+            region,
+            data_class,
+            record_id,
+            Bucket=where.bucket,
+            Key=key,
+            Body=blob,
+            ContentType="application/octet-stream",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=where.key_arn,
+            BucketKeyEnabled=True,
+            Metadata={META_FORMAT: FORMAT, META_E2E: mode or E2E_NONE},
+        )
+        return key
+
+    def _open(
+        self, data_class: str, record_id: str, region: str | None
+    ) -> tuple[ClassTarget, envelope.Opened]:
+        key = self.object_key(data_class, record_id)
+        spec, region, where = self.target(data_class, region)
+        response = self._s3("get_object", region, data_class, record_id, Bucket=where.bucket, Key=key)
+        blob = response["Body"].read()
+        opened = self.crypter.decrypt(
+            blob, data_class=data_class, record_id=record_id, key_arn=where.key_arn, region=region
+        )
+        expected = E2E_AGE if spec.end_to_end else None
+        if opened.header.e2e != expected:  # authentic, but not what this class requires
+            raise RecordAuthenticationError(
+                f"record {data_class}/{record_id}: end-to-end mode {opened.header.e2e or 'none'} "
+                f"does not match the class ({expected or 'none'}); refusing"
+            )
+        return spec, opened
+
+    def get(
+        self,
+        data_class: str,
+        record_id: str,
+        region: str | None = None,
+        identity: Identities | None = None,
+    ) -> bytes:
+        """The plaintext of one record. End-to-end classes need the reader's age identity:
+        without one this raises EndToEndError (the platform holds only age ciphertext)."""
+        spec, opened = self._open(data_class, record_id, region)
+        if not spec.end_to_end:
+            return opened.plaintext
+        if identity is None:
+            raise EndToEndError(
+                f"record {data_class}/{record_id} is end-to-end encrypted: only the patient's or "
+                "practitioner's age identity opens it (the platform holds ciphertext only)"
+            )
+        return open_document(opened.plaintext, identity, f"record {data_class}/{record_id}")
+
+    def get_sealed(self, data_class: str, record_id: str, region: str | None = None) -> bytes:
+        """An end-to-end record as the platform can read it: the age ciphertext for the device."""
+        spec, opened = self._open(data_class, record_id, region)
+        if not spec.end_to_end:
+            raise InputError(f"class {data_class} is not end-to-end: there is no sealed form")
+        return opened.plaintext
+
+
+# --------------------------------------------------------------------------- CLI
+
+app = typer.Typer(
+    help="Data path: put/get records per data class (envelope-encrypted, SSE-KMS, HTTPS).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_out = Console(soft_wrap=True, highlight=False)
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+ClassOpt = Annotated[str, typer.Option("--class", "-c", help="Data class, e.g. health-documents.")]
+IdOpt = Annotated[str, typer.Option("--id", help="Record id (A-Z a-z 0-9 . _ -, max 128).")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="Region [default: the stack's primary].")]
+LabOpt = Annotated[Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")]
+OutputsOpt = Annotated[
+    Path | None, typer.Option("--outputs", help=f"Stack outputs JSON [default: <lab>/{OUTPUTS_NAME}].")
+]
+AwsOpt = Annotated[
+    bool, typer.Option("--aws", help="Real AWS (default credential chain) instead of LocalStack.")
+]
+
+
+def _fail(error: Exception) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {escape(' '.join(str(error).split()))}")
+    return typer.Exit(getattr(error, "exit_code", 1) or 1)
+
+
+def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPath, str]:
+    from hsm_lab import localstack as ls
+
+    lab_dir = lab.resolve() if lab else ls.default_lab()
+    classes, primary = load_outputs(outputs or lab_dir / OUTPUTS_NAME)
+    if aws:
+        return DataPath(aws_clients(), classes, primary_region=primary), "AWS over HTTPS (system trust store)"
+    instance = ls.connect()
+    factory, pin = localstack_clients(instance.endpoint, lab_dir)
+    return DataPath(factory, classes, primary_region=primary), pin.describe()
+
+
+@app.command("put")
+def put_command(
+    data_class: ClassOpt,
+    record_id: IdOpt,
+    file: Annotated[Path, typer.Option("--file", "-f", help="The record's content.")],
+    recipient: Annotated[
+        list[str] | None, typer.Option("--recipient", "-r", help="age1... recipient (repeat; e2e classes).")
+    ] = None,
+    region: RegionOpt = None,
+    outputs: OutputsOpt = None,
+    lab: LabOpt = None,
+    aws: AwsOpt = False,
+) -> None:
+    """Encrypt a file as one record of a class and store it in the class bucket."""
+    try:
+        check_record_id(record_id)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
+        datapath, transport = _datapath(lab, outputs, aws)
+        spec, region_name, where = datapath.target(data_class, region)
+        key = datapath.put(data_class, record_id, data, region_name, recipient or None)
+    except ClefsError as error:
+        raise _fail(error) from None
+    e2e = f", end to end (age) to {len(recipient or [])} recipient(s)" if spec.end_to_end else ""
+    _out.print(f"stored {escape(data_class)}/{escape(record_id)} ({len(data)} bytes{e2e})")
+    _out.print(
+        f"  s3://{escape(where.bucket)}/{escape(key)} in {region_name}: SSE-KMS {escape(where.key_arn)}"
+    )
+    _out.print(f"  format {FORMAT}; {escape(transport)}")
+
+
+@app.command("get")
+def get_command(
+    data_class: ClassOpt,
+    record_id: IdOpt,
+    identity: Annotated[
+        list[Path] | None, typer.Option("--identity", "-i", help="age identity file (e2e classes; repeat).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (atomically) instead of stdout.")
+    ] = None,
+    sealed: Annotated[
+        bool, typer.Option("--sealed", help="E2E classes: output the age ciphertext (opens with `age -d`).")
+    ] = False,
+    region: RegionOpt = None,
+    outputs: OutputsOpt = None,
+    lab: LabOpt = None,
+    aws: AwsOpt = False,
+) -> None:
+    """Fetch, authenticate and decrypt one record to --out or stdout."""
+    try:
+        check_record_id(record_id)
+        if sealed and identity:
+            raise InputError("--sealed and --identity exclude each other")
+        identities = load_identities(identity) if identity else None
+        datapath, transport = _datapath(lab, outputs, aws)
+        if sealed:
+            data = datapath.get_sealed(data_class, record_id, region)
+        else:
+            data = datapath.get(data_class, record_id, region, identities)
+        if out is not None:
+            atomic_write_bytes(out, data, 0o600)
+    except ClefsError as error:
+        raise _fail(error) from None
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    what = "sealed (age ciphertext)" if sealed else "plaintext"
+    where = f"-> {out}" if out is not None else "-> stdout"
+    _err.print(f"read {escape(data_class)}/{escape(record_id)}: {len(data)} bytes {what} {escape(where)}")
+    _err.print(f"  {escape(transport)}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m hsm_lab.datapath put ...`
+    app()
