@@ -1,0 +1,17 @@
+"""Fixtures for the Pulumi tests: the default program, recorded once under mocks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from infra.testing import Recording, run_program
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulumi_aws.*")
+
+
+@pytest.fixture(scope="session")
+def recording() -> Recording:
+    """The whole resource graph of the default stack config."""
+    return run_program()
