@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed transcript.")
 app.add_typer(transcript_app, name="transcript")
+
+
 def _mount_localstack() -> None:
     from hsm_lab.localstack import app as localstack_app
 
@@ -477,17 +479,33 @@ def rehearse(
     ] = None,
     module: ModuleOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Which custodians turn up.")] = None,
+    ceremony_only: Annotated[
+        bool, typer.Option("--ceremony-only", help="Only the HSM ceremony (no LocalStack, no AWS side).")
+    ] = False,
 ) -> None:
-    """The whole ceremony in a fresh lab with simulated custodians, then an account of it."""
-    from hsm_lab.rehearsal import rehearse as run
-    from hsm_lab.report import print_rehearsal
+    """The whole story in a fresh lab: ceremony, stack, BYOK, data path, compliance report."""
+    from hsm_lab.report import print_pyramid, print_rehearsal
 
     if lab is None:
         from datetime import UTC, datetime
 
         lab = Path("lab") / datetime.now(UTC).strftime("rehearsal-%Y%m%dT%H%M%SZ")
-    report = run(lab, module=module, seed=seed, on_step=lambda s: out.print(f"[dim]→ {s}[/]"))
-    print_rehearsal(out, report)
+
+    def step(text: str) -> None:
+        out.print(f"[dim]→ {text}[/]")
+
+    if ceremony_only:
+        from hsm_lab.rehearsal import rehearse as run_ceremony
+
+        print_rehearsal(out, run_ceremony(lab, module=module, seed=seed, on_step=step))
+        return
+    from hsm_lab.pyramid import rehearse_pyramid
+
+    report = rehearse_pyramid(lab, module=module, seed=seed, on_step=step)
+    print_pyramid(out, report)
+    if report.compliance is not None and report.compliance.gaps:
+        raise errors.ClefsError(f"{len(report.compliance.gaps)} gap(s): {report.compliance.gaps[0]}")
+    out.print("[bold green]rehearsal OK[/]: L0 quorum → L1 BYOK in both regions → L2/L3 records, no gap")
 
 
 def main() -> None:

@@ -117,7 +117,11 @@ def rehearse_pyramid(
         timed("byok", began)
 
         began = time.perf_counter()
-        report.records = write_samples(lab.root, recording.outputs, client_for, on_step)
+        from hsm_lab.datapath import localstack_clients
+
+        https_clients, pin = localstack_clients(stack.endpoint, lab.root)
+        on_step(f"data path over HTTPS, {pin.describe()}")
+        report.records = write_samples(lab.root, recording.outputs, https_clients, on_step)
         timed("data path", began)
 
         began = time.perf_counter()
@@ -149,11 +153,92 @@ def revocation_drill(byok: Byok, client_for: Callable[[str, str], Any], region: 
         kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
 
 
+SAMPLES = {
+    "appointments": [
+        {
+            "date": "2026-12-03T09:30",
+            "practitioner": "Dr Martin, généraliste, Lyon",
+            "reason": "renouvellement",
+        },
+        {"date": "2026-12-04T14:00", "practitioner": "Dr Nguyen, dermatologue", "reason": "grain de beauté"},
+    ],
+    "administrative": [
+        {"name": "Camille Durand", "address": "12 rue des Lilas, 69003 Lyon"},
+        {"name": "Louis Bernard", "address": "4 place du Marché, 13001 Marseille"},
+    ],
+    "health-documents": [
+        {"type": "prescription", "text": "amoxicilline 1 g, 3 fois par jour, 7 jours"},
+        {"type": "lab-result", "text": "HbA1c 6,1 %"},
+    ],
+}
+
+
 def write_samples(
     lab_root: Path,
     outputs: dict[str, Any],
     client_for: Callable[[str, str], Any],
     on_step: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Sample records per class through the data path (filled in by hsm_lab.datapath)."""
-    raise errors.ClefsError("the data path is not wired yet")
+    """Write and read back sample records per class through the data path.
+
+    Health documents are sealed to a patient and a practitioner (identities held
+    in memory only); the platform's own read must be refused.
+    """
+    import json
+
+    import pyrage
+
+    from hsm_lab.datapath import DataPath, EndToEndError
+
+    patient = pyrage.x25519.Identity.generate()
+    practitioner = pyrage.x25519.Identity.generate()
+    path = DataPath(client_for, outputs["classes"], primary_region=str(outputs.get("primary_region")))
+    results: list[dict[str, Any]] = []
+    primary = str(outputs.get("primary_region"))
+    for data_class in sorted(outputs["classes"]):
+        replica_regions = [r for r in outputs["classes"][data_class]["regions"] if r != primary]
+        end_to_end = bool(outputs["classes"][data_class].get("end_to_end"))
+        samples = SAMPLES.get(data_class) or [{"sample": data_class}]
+        on_step(f"data path {data_class}: {len(samples)} records" + (" (end to end)" if end_to_end else ""))
+        for number, sample in enumerate(samples, start=1):
+            record_id = f"sample-{number:03d}"
+            plaintext = json.dumps(sample, ensure_ascii=False).encode()
+            recipients = [patient.to_public(), practitioner.to_public()] if end_to_end else None
+            path.put(data_class, record_id, plaintext, recipients=recipients)
+            for region in replica_regions:
+                # LocalStack stores the replication rule but copies nothing: the rehearsal writes
+                # the Frankfurt copy itself, under the replica key, through the same data path.
+                path.put(data_class, record_id, plaintext, region=region, recipients=recipients)
+            entry: dict[str, Any] = {
+                "data_class": data_class,
+                "record_id": record_id,
+                "bytes": len(plaintext),
+                "end_to_end": end_to_end,
+            }
+            entry["regions"] = [primary, *replica_regions]
+            if end_to_end:
+                by_patient = path.get(data_class, record_id, identity=patient)
+                by_practitioner = path.get(data_class, record_id, identity=practitioner)
+                in_replica = [
+                    path.get(data_class, record_id, region=r, identity=patient) for r in replica_regions
+                ]
+                entry["read_back"] = by_patient == plaintext == by_practitioner and all(
+                    copy == plaintext for copy in in_replica
+                )
+                try:
+                    path.get(data_class, record_id)
+                    entry["platform"] = "READ (gap)"
+                except EndToEndError:
+                    entry["platform"] = "refused: holds age ciphertext only"
+            else:
+                entry["read_back"] = all(
+                    path.get(data_class, record_id, region=r) == plaintext
+                    for r in [primary, *replica_regions]
+                )
+                entry["platform"] = "reads it (at rest + in transit class)"
+            if not entry["read_back"] or entry["platform"].startswith("READ"):
+                raise errors.ClefsError(f"data path check failed for {data_class}/{record_id}: {entry}")
+            results.append(entry)
+    calls = sum(path.kms_calls.values())
+    results.append({"kms_calls": calls})
+    return results

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hsm_lab.compliance import Report
+from hsm_lab.pyramid import PyramidReport
 from hsm_lab.rehearsal import Rehearsal
 
 
@@ -98,3 +99,57 @@ def print_compliance(console: Console, report: Report, target: str) -> None:
             console.print(f"[red]gap:[/] {gap}")
     else:
         console.print("[bold green]no gap[/]: every class protected as its level requires, in every region")
+
+
+def print_pyramid(console: Console, report: PyramidReport) -> None:
+    """The full rehearsal's account: ceremony, stack, BYOK, data path, compliance, drill."""
+    print_rehearsal(console, report.ceremony)
+    started = "started and stopped by the rehearsal" if report.localstack_started else "already running"
+    console.print(
+        f"\nLocalStack {report.endpoint} ({started}); Pulumi program applied through the mocks harness: "
+        f"{report.resources} resources"
+    )
+    imports = Table(title="L1 class keys: derived in the recovery HSM from L0, imported into KMS (BYOK)")
+    for column in ("data class", "KCV", "region", "role", "wrapping", "material expires", "proof"):
+        imports.add_column(column, overflow="fold")
+    for record in report.imports:
+        if record.data_class not in report.proofs:
+            continue
+        imports.add_row(
+            record.data_class,
+            record.kcv,
+            record.region,
+            record.role,
+            record.wrapping_algorithm,
+            record.expires or "never",
+            report.proofs[record.data_class] if record.role == "primary" else "",
+        )
+    console.print(imports)
+    records = Table(title="Data path (L2 data keys from KMS, envelope clefs.envelope/v1, SSE-KMS, HTTPS)")
+    for column in ("data class", "record", "bytes", "regions", "read back", "platform role alone"):
+        records.add_column(column, overflow="fold")
+    kms_calls = 0
+    for entry in report.records:
+        if "kms_calls" in entry:
+            kms_calls = entry["kms_calls"]
+            continue
+        records.add_row(
+            entry["data_class"] + (" (end to end)" if entry["end_to_end"] else ""),
+            entry["record_id"],
+            str(entry["bytes"]),
+            ", ".join(entry["regions"]),
+            "yes" if entry["read_back"] else "NO",
+            entry["platform"],
+        )
+    console.print(records)
+    console.print(
+        f"KMS calls for all of it: {kms_calls} (data keys cached). Replica copies written by the "
+        "rehearsal: LocalStack stores S3 replication rules but copies nothing."
+    )
+    if report.compliance is not None:
+        print_compliance(console, report.compliance, report.endpoint)
+    console.print(
+        f"revocation drill: material deleted from a dedicated key, decrypt refused ({report.revocation})"
+    )
+    timing = "  ".join(f"{step} {seconds:.1f} s" for step, seconds in report.timings.items())
+    console.print(f"timings: {timing}")
