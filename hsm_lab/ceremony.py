@@ -54,8 +54,7 @@ def quorum_weaknesses(threshold: int, share_count: int, allow_weak: bool) -> lis
     weak = []
     if threshold < 3 or 2 * threshold <= share_count:
         weak.append(
-            f"quorum {threshold}-of-{share_count} is below the strict default "
-            "(K >= 3 and a majority of N)"
+            f"quorum {threshold}-of-{share_count} is below the strict default (K >= 3 and a majority of N)"
         )
     if weak and not allow_weak:
         raise errors.InputError(
@@ -158,9 +157,7 @@ def transcript(lab: Lab) -> Transcript:
     return Transcript(lab.transcript, lab.transcript_head)
 
 
-def _custodian_entries(
-    custodians: list[Custodian], sealed_shares: list[Share]
-) -> list[dict[str, Any]]:
+def _custodian_entries(custodians: list[Custodian], sealed_shares: list[Share]) -> list[dict[str, Any]]:
     return [
         {
             "name": c.name,
@@ -378,9 +375,7 @@ def import_master(
             kcv = session.kcv(stored)
             if kcv != manifest.kcv:
                 stored.destroy()
-                raise errors.QuorumError(
-                    f"HSM KCV {kcv} does not match the manifest's {manifest.kcv}"
-                )
+                raise errors.QuorumError(f"HSM KCV {kcv} does not match the manifest's {manifest.kcv}")
         finally:
             wipe(key)
             used = [s.custodian for s in quorum.accepted]

@@ -344,19 +344,21 @@ EndpointOpt = Annotated[
 RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (default credentials chain).")]
 
 
-def _aws(endpoint: str | None, real_aws: bool) -> tuple[str, Callable[[str, str], object]]:
+def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, Callable[[str, str], object]]:
+    """Clients for real AWS, or HTTPS clients pinned to the lab's LocalStack certificate."""
     from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients
+    from hsm_lab.deployment import aws_clients, localstack_clients
 
     if real_aws:
-        return "AWS", aws_clients(None)
+        return "AWS over HTTPS (system trust store)", aws_clients()
     url = localstack.check_endpoint(endpoint) if endpoint else localstack.connect().endpoint
     if endpoint and not localstack.is_healthy(localstack.health(url)):
         raise localstack.LocalStackError(
             f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
             "or pass the right --endpoint"
         )
-    return url, aws_clients(url)
+    clients, pin = localstack_clients(url, lab_root)
+    return f"{pin.url}, {pin.describe()}", clients
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
@@ -391,7 +393,7 @@ def byok_import(
     where, hsm = _open(lab, module)
     stack = _outputs(where, outputs)
     arns = class_key_arns(stack, data_class)
-    target, client_for = _aws(endpoint, real_aws)
+    target, client_for = _aws(endpoint, real_aws, where.root)
     byok = Byok(
         hsm,
         where,
@@ -432,7 +434,7 @@ def byok_revoke(
     arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
     if not arns:
         raise errors.InputError(f"class {data_class} has no key in region {region}")
-    _target, client_for = _aws(endpoint, real_aws)
+    _target, client_for = _aws(endpoint, real_aws, where.root)
     byok = Byok(
         hsm,
         where,
@@ -462,7 +464,7 @@ def verify(
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
-    target, client_for = _aws(endpoint, real_aws)
+    target, client_for = _aws(endpoint, real_aws, where.root)
     report = assess(stack, client_for, sample=sample)
     if as_json:
         out.print_json(report.to_json())

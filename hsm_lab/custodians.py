@@ -42,8 +42,7 @@ class Custodian:
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise errors.InputError(
-            f"custodian name {name!r} is invalid: use 1-32 of a-z 0-9 _ . - starting "
-            "with a letter or digit"
+            f"custodian name {name!r} is invalid: use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
         )
     return name
 
@@ -76,9 +75,7 @@ def parse_custodians(text: str, source: str = "custodian file") -> list[Custodia
             raise errors.InputError(f"{source}: custodian #{position} is not a table")
         unknown = set(entry) - {"name", "recipient", "passphrase"}
         if unknown:
-            raise errors.InputError(
-                f"{source}: custodian #{position} has unknown keys {sorted(unknown)}"
-            )
+            raise errors.InputError(f"{source}: custodian #{position} has unknown keys {sorted(unknown)}")
         name = check_name(entry.get("name"))
         if name in seen:
             raise errors.InputError(f"{source}: custodian {name} is listed twice")
@@ -87,8 +84,7 @@ def parse_custodians(text: str, source: str = "custodian file") -> list[Custodia
         wants_passphrase = entry.get("passphrase") is True
         if has_recipient == wants_passphrase:
             raise errors.InputError(
-                f'{source}: custodian {name} needs exactly one of recipient = "age1..." '
-                "or passphrase = true"
+                f'{source}: custodian {name} needs exactly one of recipient = "age1..." or passphrase = true'
             )
         recipient = check_recipient(name, entry["recipient"]) if has_recipient else None
         custodians.append(Custodian(name, recipient))

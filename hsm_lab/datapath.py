@@ -18,25 +18,22 @@ The deployment description is the Pulumi stack output ``classes``:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import ssl
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import pyrage
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hsm_lab import envelope
+from hsm_lab import deployment, envelope
 from hsm_lab.custodians import load_identities
+from hsm_lab.deployment import ClientFactory, aws_clients, localstack_clients
 from hsm_lab.envelope import (
     E2E_AGE,
     FORMAT,
@@ -46,17 +43,13 @@ from hsm_lab.envelope import (
     check_record_id,
 )
 from hsm_lab.errors import ClefsError, InputError
-from hsm_lab.fs import atomic_write_bytes, atomic_write_text
-
-ClientFactory = Callable[[str, str], Any]
-"""(service, region) -> boto3 client; e.g. :func:`localstack_clients` or :func:`aws_clients`."""
+from hsm_lab.fs import atomic_write_bytes
 
 DEFAULT_REGION = "eu-west-3"
 META_FORMAT = "clefs-format"
 META_E2E = "clefs-e2e"
 E2E_NONE = "none"
 OUTPUTS_NAME = "stack-outputs.json"
-TLS_PEM = "tls.pem"
 
 Identities = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
 
@@ -118,125 +111,10 @@ def parse_classes(classes: object, source: str = "deployment") -> dict[str, Clas
 
 
 def load_outputs(path: Path) -> tuple[dict[str, ClassTarget], str | None]:
-    """Read a stack-outputs JSON file: its `classes` and its `primary_region` (if any)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read stack outputs {path}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise InputError(f"stack outputs {path} is not JSON") from None
-    if not isinstance(document, dict) or "classes" not in document:
-        raise InputError(f"stack outputs {path} has no top-level 'classes'")
+    """Read a stack-outputs JSON file: its `classes` (checked) and its `primary_region`."""
+    document = deployment.load_outputs(path)
     primary = document.get("primary_region")
     return parse_classes(document["classes"], str(path)), primary if isinstance(primary, str) else None
-
-
-# --------------------------------------------------------------------------- TLS and clients
-
-
-@dataclass(frozen=True)
-class TlsPin:
-    """LocalStack's self-signed certificate, trusted exactly (and nothing else)."""
-
-    url: str  # https://localhost:<port>: the name the certificate carries
-    pem: Path
-    sha256: str  # fingerprint of the DER certificate
-
-    def describe(self) -> str:
-        return (
-            f"TLS verified against LocalStack's pinned certificate {self.pem} (sha256 {self.sha256[:16]}...)"
-        )
-
-
-def _cert_names(pem: str) -> tuple[set[str], set[str]]:
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set(), set()
-    return set(san.get_values_for_type(x509.DNSName)), {
-        str(ip) for ip in san.get_values_for_type(x509.IPAddress)
-    }
-
-
-def pin_localstack_tls(endpoint: str, lab_dir: Path) -> TlsPin:
-    """Fetch the loopback LocalStack's certificate, write it to <lab>/localstack/tls.pem, pin it.
-
-    LocalStack serves HTTPS with a self-signed certificate on its port. Its subjectAltName
-    holds ``DNS:localhost`` and ``DNS:localhost.localstack.cloud`` but a malformed
-    ``DNS:127.0.0.1IP:127.0.0.1`` instead of an IP entry, so clients talk to
-    ``https://localhost:<port>`` (``/etc/hosts``) with exactly this certificate as trust anchor.
-    Fetching it over loopback is trust on first use: clients made from this pin accept only
-    this certificate; the next call fetches it again (LocalStack makes one per data directory).
-    """
-    from hsm_lab.localstack import is_loopback
-
-    parts = urlsplit(endpoint)
-    if not is_loopback(endpoint) or parts.hostname is None:
-        raise DataPathError(f"{endpoint}: certificate pinning is for a loopback LocalStack only")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = "127.0.0.1" if parts.hostname.lower() == "localhost" else parts.hostname
-    try:
-        pem = ssl.get_server_certificate((host, port), timeout=5)
-    except (OSError, ssl.SSLError) as exc:
-        raise DataPathError(f"cannot fetch LocalStack's TLS certificate from {host}:{port}: {exc}") from None
-    dns, ips = _cert_names(pem)
-    if "localhost" in dns:
-        url = f"https://localhost:{port}"
-    elif host in ips:
-        url = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-    else:
-        raise DataPathError(
-            f"LocalStack's certificate at {host}:{port} names neither localhost nor {host}: "
-            "TLS cannot be verified"
-        )
-    path = Path(lab_dir).resolve() / "localstack" / TLS_PEM
-    atomic_write_text(path, pem)
-    der = ssl.PEM_cert_to_DER_cert(pem)
-    return TlsPin(url, path, hashlib.sha256(der).hexdigest())
-
-
-def _boto_config() -> Any:
-    from botocore.config import Config
-
-    return Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        s3={"addressing_style": "path"},
-        connect_timeout=5,
-        read_timeout=60,
-    )
-
-
-def localstack_clients(endpoint: str, lab_dir: Path) -> tuple[ClientFactory, TlsPin]:
-    """HTTPS boto3 clients for the lab's LocalStack, verifying its pinned certificate."""
-    import boto3
-
-    pin = pin_localstack_tls(endpoint, lab_dir)
-    config = _boto_config()
-
-    def factory(service: str, region: str) -> Any:
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=pin.url,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",  # noqa: S106 -- LocalStack's dummy credentials
-            verify=str(pin.pem),
-            config=config,
-        )
-
-    return factory, pin
-
-
-def aws_clients(profile: str | None = None) -> ClientFactory:
-    """Real AWS: the default credential chain, HTTPS with the system trust store."""
-    import boto3
-
-    session = boto3.Session(profile_name=profile)
-    config = _boto_config()
-    return lambda service, region: session.client(service, region_name=region, config=config)
 
 
 # --------------------------------------------------------------------------- e2e

@@ -52,9 +52,7 @@ def b64_decode(text: str) -> bytes:
 
 
 def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_id(key: ec.EllipticCurvePublicKey) -> str:
@@ -67,9 +65,7 @@ def jws_signing_input(protected: dict[str, Any], payload: bytes) -> tuple[str, b
     return header, f"{header}.{b64url(payload)}".encode("ascii")
 
 
-def jws_verify(
-    public_key: ec.EllipticCurvePublicKey, jws: dict[str, Any], payload: bytes
-) -> dict[str, Any]:
+def jws_verify(public_key: ec.EllipticCurvePublicKey, jws: dict[str, Any], payload: bytes) -> dict[str, Any]:
     """Check a detached ES256 JWS; returns its protected header or raises ValueError."""
     try:
         header_b64 = jws["protected"]
@@ -82,9 +78,7 @@ def jws_verify(
     if len(signature) != 64:
         raise ValueError("ES256 signature is not 64 bytes")
     signing_input = f"{header_b64}.{b64url(payload)}".encode("ascii")
-    der = encode_dss_signature(
-        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    )
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
         public_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:

@@ -59,9 +59,7 @@ class Lab:
     def current_ceremony(self) -> str:
         marker = self.ceremonies / "CURRENT"
         if not marker.is_file():
-            raise errors.ManifestError(
-                f"no ceremony in lab {self.root}: run `hsm-lab generate` first"
-            )
+            raise errors.ManifestError(f"no ceremony in lab {self.root}: run `hsm-lab generate` first")
         return marker.read_text().strip()
 
     def set_current_ceremony(self, ceremony_id: str) -> None:

@@ -119,9 +119,7 @@ def sign_manifest(body: dict[str, Any], session: TokenSession) -> SignedManifest
     protected = {"alg": "ES256", "kid": key_id(public), "typ": MANIFEST_FORMAT}
     header, signing_input = jws_signing_input(protected, canonical_json(body))
 
-    return SignedManifest(
-        body, {"protected": header, "signature": b64url(session.sign(signing_input))}
-    )
+    return SignedManifest(body, {"protected": header, "signature": b64url(session.sign(signing_input))})
 
 
 def parse_manifest(
@@ -163,9 +161,7 @@ def parse_manifest(
     return manifest
 
 
-def load_manifest(
-    path: Path, expected_key: ec.EllipticCurvePublicKey | None = None
-) -> SignedManifest:
+def load_manifest(path: Path, expected_key: ec.EllipticCurvePublicKey | None = None) -> SignedManifest:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -197,17 +193,14 @@ def _check_body(body: dict[str, Any]) -> None:
     for entry in custodians:
         if not isinstance(entry, dict) or set(entry) != {"name", "kind", "recipient", "commitment"}:
             raise errors.ManifestError("each custodian needs name, kind, recipient, commitment")
-        if not isinstance(entry["commitment"], str) or not re.fullmatch(
-            r"[0-9a-f]{64}", entry["commitment"]
-        ):
+        if not isinstance(entry["commitment"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["commitment"]):
             raise errors.ManifestError(f"custodian {entry.get('name')!r}: commitment is malformed")
         names.add(entry["name"])
     if len(names) != n:
         raise errors.ManifestError("custodian names must be distinct")
     signer = body["signer"]
     if signer is not None and (
-        not isinstance(signer, dict)
-        or set(signer) != {"token", "key_id", "public_key", "algorithm"}
+        not isinstance(signer, dict) or set(signer) != {"token", "key_id", "public_key", "algorithm"}
     ):
         raise errors.ManifestError("signer must name token, key_id, public_key, algorithm")
     if not isinstance(body["retires"], list) or not isinstance(body["weakened"], list):

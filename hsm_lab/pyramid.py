@@ -26,7 +26,7 @@ from typing import Any
 from hsm_lab import errors
 from hsm_lab.byok import Byok, ImportRecord
 from hsm_lab.compliance import Report, assess
-from hsm_lab.deployment import aws_clients, class_key_arns, save_outputs
+from hsm_lab.deployment import class_key_arns, localstack_clients, save_outputs
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import RECOVERY_TOKEN
 from hsm_lab.rehearsal import Rehearsal, rehearse
@@ -78,11 +78,12 @@ def rehearse_pyramid(
         timed("localstack start", began)
         report.endpoint = stack.endpoint
         report.localstack_started = stack.owned
-        client_for = aws_clients(stack.endpoint)
+        client_for, pin = localstack_clients(stack.endpoint, lab.root)
+        on_step(f"every AWS call over HTTPS: {pin.describe()}")
 
         began = time.perf_counter()
         on_step("applying the Pulumi program to LocalStack (real resources, via the mocks harness)")
-        recording, mocks = apply(stack.endpoint, client_for, suffix=secrets.token_hex(3))
+        recording, mocks = apply(pin.url, client_for, suffix=secrets.token_hex(3))
         report.resources = len(mocks.created)
         report.outputs = recording.outputs
         save_outputs(lab.root / "stack-outputs.json", recording.outputs)
@@ -117,11 +118,7 @@ def rehearse_pyramid(
         timed("byok", began)
 
         began = time.perf_counter()
-        from hsm_lab.datapath import localstack_clients
-
-        https_clients, pin = localstack_clients(stack.endpoint, lab.root)
-        on_step(f"data path over HTTPS, {pin.describe()}")
-        report.records = write_samples(lab.root, recording.outputs, https_clients, on_step)
+        report.records = write_samples(lab.root, recording.outputs, client_for, on_step)
         timed("data path", began)
 
         began = time.perf_counter()

@@ -110,10 +110,7 @@ def rehearse(
     for token, pin in pins.items():
         _timed(report, f"init {token}", lambda t=token, p=pin: hsm.init_token(t, so_pin, p))
 
-    people = {
-        name: SimulatedCustodian(name, pyrage.x25519.Identity.generate())
-        for name in FIRST_CUSTODIANS
-    }
+    people = {name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in FIRST_CUSTODIANS}
     report.custodians.update(people)
     on_step(f"generating the master key, dealing {threshold}-of-{len(people)} shares")
     first = _timed(
@@ -175,16 +172,11 @@ def rehearse(
         raise errors.QuorumError("KCVs differ between manifest, primary and recovery HSM")
 
     rekey_quorum = chooser.sample([n for n in people if n != LEAVING], threshold)
-    newcomers = {
-        name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in JOINING
-    }
+    newcomers = {name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in JOINING}
     report.custodians.update(newcomers)
     new_people = [p for n, p in people.items() if n != LEAVING] + list(newcomers.values())
     new_threshold = threshold
-    on_step(
-        f"rekeying: {LEAVING} leaves, {', '.join(JOINING)} join; "
-        f"{new_threshold}-of-{len(new_people)}"
-    )
+    on_step(f"rekeying: {LEAVING} leaves, {', '.join(JOINING)} join; {new_threshold}-of-{len(new_people)}")
 
     def rekey_step() -> object:
         return ceremony.rekey(

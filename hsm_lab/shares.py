@@ -91,9 +91,7 @@ def commitment(ceremony_id: str, custodian: str, value: bytes) -> str:
 
 
 def matches_commitment(share: Share, expected: str) -> bool:
-    return hmac.compare_digest(
-        commitment(share.ceremony_id, share.custodian, share.value), expected
-    )
+    return hmac.compare_digest(commitment(share.ceremony_id, share.custodian, share.value), expected)
 
 
 def encode_share(share: Share) -> bytearray:
@@ -128,13 +126,9 @@ def parse_share(payload: bytes, claimed: str = "unknown custodian") -> Share:
         custodian = check_name(doc["custodian"])
         value = bytearray(b64_decode(doc["share"]))
     except (errors.InputError, ValueError):
-        raise errors.ShareRejected(
-            f"{claimed}: the share's custodian or value is malformed"
-        ) from None
+        raise errors.ShareRejected(f"{claimed}: the share's custodian or value is malformed") from None
     if len(value) != SECRET_LEN + 1:
-        raise errors.ShareRejected(
-            f"{custodian}: the share is {len(value)} bytes, not {SECRET_LEN + 1}"
-        )
+        raise errors.ShareRejected(f"{custodian}: the share is {len(value)} bytes, not {SECRET_LEN + 1}")
     if value[-1] == 0:
         raise errors.ShareRejected(f"{custodian}: the share has x coordinate 0, which is invalid")
     return Share(ceremony_id, custodian, value)
@@ -172,8 +166,7 @@ def unseal(
         raise
     except Exception:
         raise errors.ShareRejected(
-            f"{claimed}: cannot open the share: wrong passphrase or identity, or the file "
-            "was altered"
+            f"{claimed}: cannot open the share: wrong passphrase or identity, or the file was altered"
         ) from None
     try:
         return parse_share(bytes(payload), claimed)

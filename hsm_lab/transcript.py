@@ -109,9 +109,7 @@ class Transcript:
         protected = {"alg": "ES256", "kid": key_id(public), "typ": HEAD_FORMAT}
         header, signing_input = jws_signing_input(protected, canonical_json(head))
         signature = {"protected": header, "signature": b64url(session.sign(signing_input))}
-        atomic_write_text(
-            self.head_path, json.dumps({"head": head, "signature": signature}, indent=2) + "\n"
-        )
+        atomic_write_text(self.head_path, json.dumps({"head": head, "signature": signature}, indent=2) + "\n")
 
     def _check_chain(self, entries: list[dict[str, Any]]) -> None:
         prev = GENESIS

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from hsm_lab import ceremony, errors
 from hsm_lab.byok import Byok, ByokError
 from hsm_lab.compliance import assess
-from hsm_lab.deployment import aws_clients, class_key_arns
+from hsm_lab.deployment import class_key_arns, localstack_clients
 from hsm_lab.lab import PRIMARY_TOKEN
 from infra.localstack_apply import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
@@ -43,13 +43,12 @@ class CountingClients:
 
 
 @pytest.fixture(scope="session")
-def deployed(localstack) -> dict[str, Any]:
+def deployed(localstack, clients) -> dict[str, Any]:
     """The real program applied to LocalStack: a real `pulumi up` where the CLI exists, else the harness."""
     if shutil.which("pulumi"):
         from infra import deploy
 
         return deploy.outputs("localstack")  # after `pulumi up` on the localstack stack
-    clients = aws_clients(localstack.endpoint)
     recording, mocks = apply(localstack.endpoint, clients, suffix=secrets.token_hex(3))
     states = {
         arn: clients("kms", arn.split(":")[3]).describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]
@@ -66,8 +65,10 @@ def byok_dealt(tmp_path_factory: pytest.TempPathFactory) -> Dealt:
 
 
 @pytest.fixture(scope="session")
-def clients(localstack) -> Callable[[str, str], Any]:
-    return aws_clients(localstack.endpoint)
+def clients(localstack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Any]:
+    """HTTPS clients pinned to LocalStack's certificate, as the rehearsal uses them."""
+    factory, _pin = localstack_clients(localstack.endpoint, tmp_path_factory.mktemp("tls"))
+    return factory
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +277,9 @@ def test_unreachable_localstack_is_one_clear_line(run_cli, tmp_path) -> None:
 def test_harness_refuses_non_loopback_endpoints(clients) -> None:
     with pytest.raises(HarnessError, match="only talks to loopback"):
         LocalStackMocks("http://10.1.2.3:4566", clients, "x")
-    with pytest.raises(HarnessError, match=r"refusing provider endpoint https://kms\.eu-west-3\.amazonaws\.com"):
+    with pytest.raises(
+        HarnessError, match=r"refusing provider endpoint https://kms\.eu-west-3\.amazonaws\.com"
+    ):
         LocalStackMocks.__new__(LocalStackMocks)._check_provider(
             {"endpoints": [{"kms": "https://kms.eu-west-3.amazonaws.com"}]}
         )
