@@ -67,7 +67,7 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
     timing = "  ".join(f"{step} {seconds * 1000:.0f} ms" for step, seconds in report.timings.items())
     console.print(f"timings: {timing}")
     console.print(f"lab: {report.lab.root}  (nothing in it holds the key or a plaintext share)")
-    console.print("[bold green]rehearsal OK[/]: same KCV everywhere, quorum enforced, transcript verified")
+    console.print("[bold green]ceremony OK[/]: same KCV everywhere, quorum enforced, transcript verified")
 
 
 def print_compliance(console: Console, report: Report, target: str) -> None:
