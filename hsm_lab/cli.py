@@ -33,13 +33,41 @@ transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed t
 app.add_typer(transcript_app, name="transcript")
 
 
-def _mount_localstack() -> None:
+def _mount_subapps() -> None:
+    from hsm_lab.datapath import app as data_app
     from hsm_lab.localstack import app as localstack_app
+    from infra.deploy import app as stack_app
 
     app.add_typer(localstack_app, name="localstack")
+    app.add_typer(stack_app, name="stack")
+    app.add_typer(data_app, name="data")
+    stack_app.command("apply-localstack")(stack_apply_localstack)
 
 
-_mount_localstack()
+def stack_apply_localstack(
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="LocalStack endpoint [default: conventions].")
+    ] = None,
+    lab: Annotated[Path | None, typer.Option("--lab", help="Lab directory (outputs go there).")] = None,
+) -> None:
+    """Apply the real program to LocalStack without the Pulumi CLI (mocks that create via boto3)."""
+    import secrets as _secrets
+
+    from hsm_lab.deployment import outputs_path, save_outputs
+    from infra.localstack_apply import HarnessError, apply
+
+    where = Lab.at(lab)
+    url, target, client_for = _aws(endpoint, False, where.root)
+    try:
+        recording, mocks = apply(url, client_for, suffix=_secrets.token_hex(3))
+    except HarnessError as exc:
+        raise errors.ClefsError(str(exc)) from None
+    path = outputs_path(where.root)
+    save_outputs(path, recording.outputs)
+    out.print(f"{len(mocks.created)} resources created in LocalStack ({target}); outputs -> {path}")
+    out.print("[yellow]no Pulumi state was written: this is the CLI-less harness, not `pulumi up`[/]")
+
+
 byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
 app.add_typer(byok_app, name="byok")
 out = Console(highlight=False)
@@ -344,13 +372,13 @@ EndpointOpt = Annotated[
 RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (default credentials chain).")]
 
 
-def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, Callable[[str, str], object]]:
-    """Clients for real AWS, or HTTPS clients pinned to the lab's LocalStack certificate."""
+def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, str, Callable[[str, str], object]]:
+    """(url, description, clients): real AWS, or HTTPS pinned to the lab's LocalStack certificate."""
     from hsm_lab import localstack
     from hsm_lab.deployment import aws_clients, localstack_clients
 
     if real_aws:
-        return "AWS over HTTPS (system trust store)", aws_clients()
+        return "aws", "AWS over HTTPS (system trust store)", aws_clients()
     url = localstack.check_endpoint(endpoint) if endpoint else localstack.connect().endpoint
     if endpoint and not localstack.is_healthy(localstack.health(url)):
         raise localstack.LocalStackError(
@@ -358,7 +386,7 @@ def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, Cal
             "or pass the right --endpoint"
         )
     clients, pin = localstack_clients(url, lab_root)
-    return f"{pin.url}, {pin.describe()}", clients
+    return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
@@ -393,7 +421,7 @@ def byok_import(
     where, hsm = _open(lab, module)
     stack = _outputs(where, outputs)
     arns = class_key_arns(stack, data_class)
-    target, client_for = _aws(endpoint, real_aws, where.root)
+    _url, target, client_for = _aws(endpoint, real_aws, where.root)
     byok = Byok(
         hsm,
         where,
@@ -434,7 +462,7 @@ def byok_revoke(
     arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
     if not arns:
         raise errors.InputError(f"class {data_class} has no key in region {region}")
-    _target, client_for = _aws(endpoint, real_aws, where.root)
+    __url, target, client_for = _aws(endpoint, real_aws, where.root)
     byok = Byok(
         hsm,
         where,
@@ -464,7 +492,7 @@ def verify(
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
-    target, client_for = _aws(endpoint, real_aws, where.root)
+    _url, target, client_for = _aws(endpoint, real_aws, where.root)
     report = assess(stack, client_for, sample=sample)
     if as_json:
         out.print_json(report.to_json())
@@ -508,6 +536,9 @@ def rehearse(
     if report.compliance is not None and report.compliance.gaps:
         raise errors.ClefsError(f"{len(report.compliance.gaps)} gap(s): {report.compliance.gaps[0]}")
     out.print("[bold green]rehearsal OK[/]: L0 quorum → L1 BYOK in both regions → L2/L3 records, no gap")
+
+
+_mount_subapps()
 
 
 def main() -> None:

@@ -45,17 +45,21 @@ class CountingClients:
 @pytest.fixture(scope="session")
 def deployed(localstack, clients) -> dict[str, Any]:
     """The real program applied to LocalStack: a real `pulumi up` where the CLI exists, else the harness."""
+    recording = None
     if shutil.which("pulumi"):
         from infra import deploy
 
-        return deploy.outputs("localstack")  # after `pulumi up` on the localstack stack
-    recording, mocks = apply(localstack.endpoint, clients, suffix=secrets.token_hex(3))
+        target = deploy.Target("localstack", config={"clefs:endpoint": localstack.endpoint})
+        outputs = deploy.up(target, on_output=None)
+    else:
+        recording, _mocks = apply(localstack.endpoint, clients, suffix=secrets.token_hex(3))
+        outputs = recording.outputs
     states = {
         arn: clients("kms", arn.split(":")[3]).describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]
-        for data_class in recording.outputs["classes"]
-        for arn in class_key_arns(recording.outputs, data_class)
+        for data_class in outputs["classes"]
+        for arn in class_key_arns(outputs, data_class)
     }
-    return {"outputs": recording.outputs, "recording": recording, "created": mocks.created, "states": states}
+    return {"outputs": outputs, "recording": recording, "states": states}
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +107,8 @@ def imported(byok: Byok, deployed) -> dict[str, list]:
 
 def test_the_harness_gave_localstack_the_programs_own_configuration(deployed, clients) -> None:
     recording = deployed["recording"]
+    if recording is None:
+        pytest.skip("the stack came from a real `pulumi up`: there is no harness recording to compare")
     keys = recording.of_type("aws:kms/externalKey:ExternalKey")
     assert len(keys) == len(deployed["outputs"]["classes"])
     for key in keys:
