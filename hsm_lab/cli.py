@@ -372,7 +372,10 @@ EndpointOpt = Annotated[
 RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (default credentials chain).")]
 
 
-def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, str, Callable[[str, str], object]]:
+Clients = Callable[[str, str], object]
+
+
+def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, str, Clients]:
     """(url, description, clients): real AWS, or HTTPS pinned to the lab's LocalStack certificate."""
     from hsm_lab import localstack
     from hsm_lab.deployment import aws_clients, localstack_clients
@@ -462,7 +465,7 @@ def byok_revoke(
     arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
     if not arns:
         raise errors.InputError(f"class {data_class} has no key in region {region}")
-    __url, target, client_for = _aws(endpoint, real_aws, where.root)
+    _url, _target, client_for = _aws(endpoint, real_aws, where.root)
     byok = Byok(
         hsm,
         where,
