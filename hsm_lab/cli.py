@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from hsm_lab.custodians import load_custodians, load_identities, passphrase_env,
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
 from hsm_lab.shares import Share
+
+if TYPE_CHECKING:
+    from hsm_lab.byok import Byok
 
 app = typer.Typer(
     help="Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default).",
@@ -398,6 +401,27 @@ def _outputs(where: Lab, outputs: Path | None) -> dict:
     return load_outputs(outputs_path(where.root, outputs))
 
 
+def _byok(
+    where: Lab, hsm: HSM, outputs: Path | None, endpoint: str | None, real_aws: bool, token: str, *, so: bool
+) -> tuple[Byok, dict, str]:
+    """The Byok driver for this lab's token against the deployed stack's KMS keys."""
+    from hsm_lab.byok import Byok
+
+    stack = _outputs(where, outputs)
+    _url, target, client_for = _aws(endpoint, real_aws, where.root)
+    byok = Byok(
+        hsm,
+        where,
+        token=token,
+        user_pin=user_pin(),
+        so_pin=so_pin() if so else "",
+        kms_for=lambda region: client_for("kms", region),
+        primary_region=str(stack.get("primary_region", "eu-west-3")),
+        actor=actor(),
+    )
+    return byok, stack, target
+
+
 @byok_app.command("import")
 def byok_import(
     data_class: Annotated[str, typer.Option("--class", help="Data class (from the stack outputs).")],
@@ -418,27 +442,15 @@ def byok_import(
     """Derive the class key in the HSM and import the same material into primary and replica."""
     from datetime import UTC, datetime, timedelta
 
-    from hsm_lab.byok import Byok
     from hsm_lab.deployment import class_key_arns
 
     where, hsm = _open(lab, module)
-    stack = _outputs(where, outputs)
+    byok, stack, target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=True)
     arns = class_key_arns(stack, data_class)
-    _url, target, client_for = _aws(endpoint, real_aws, where.root)
-    byok = Byok(
-        hsm,
-        where,
-        token=token,
-        user_pin=user_pin(),
-        so_pin=so_pin(),
-        kms_for=lambda region: client_for("kms", region),
-        primary_region=str(stack.get("primary_region", "eu-west-3")),
-        actor=actor(),
-    )
     expiry = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     for record in byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry):
         out.print(
-            f"{record.data_class} v{record.version} (KCV {record.kcv}) -> {record.key_arn} [{record.role}] "
+            f"{record.data_class} v{record.version} (KCV {record.kcv}) -> {record.key_arn} \\[{record.role}] "
             f"via {record.wrapping_algorithm}; expires {record.expires or 'never'} ({target})"
         )
     byok.prove(data_class, arns[0], arns[-1])
@@ -457,25 +469,13 @@ def byok_revoke(
     token: TokenOpt = PRIMARY_TOKEN,
 ) -> None:
     """Delete a class key's imported material in one region and show decrypt is refused."""
-    from hsm_lab.byok import Byok
     from hsm_lab.deployment import class_key_arns
 
     where, hsm = _open(lab, module)
-    stack = _outputs(where, outputs)
+    byok, stack, _target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=False)
     arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
     if not arns:
         raise errors.InputError(f"class {data_class} has no key in region {region}")
-    _url, _target, client_for = _aws(endpoint, real_aws, where.root)
-    byok = Byok(
-        hsm,
-        where,
-        token=token,
-        user_pin=user_pin(),
-        so_pin="",
-        actor=actor(),
-        kms_for=lambda r: client_for("kms", r),
-        primary_region=str(stack.get("primary_region")),
-    )
     refusal = byok.revoke(arns[0], data_class)
     out.print(f"{arns[0]}: material deleted; decrypt now refused ({refusal}). Re-import with `byok import`.")
 

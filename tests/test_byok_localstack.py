@@ -311,3 +311,51 @@ def test_harness_fails_loudly_on_a_resource_type_it_does_not_support(localstack,
 
 def test_errors_have_the_project_base() -> None:
     assert issubclass(ByokError, errors.ClefsError)
+
+
+def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> None:
+    """init, generate, stack apply-localstack, byok import, verify, byok revoke: as the README shows."""
+    import pyrage
+
+    lab = tmp_path / "by-hand"
+    pins = {"pin": secrets.token_urlsafe(10), "so_pin": secrets.token_urlsafe(10)}
+    env = {"CLEFS_LOCALSTACK_ENDPOINT": localstack.endpoint}
+    people = tmp_path / "custodians.toml"
+    people.write_text(
+        "".join(
+            f'[[custodian]]\nname = "c{i}"\nrecipient = "{pyrage.x25519.Identity.generate().to_public()}"\n'
+            for i in range(3)
+        )
+    )
+    for args in (
+        ["init"],
+        ["generate", "--custodians", str(people), "-k", "3"],
+        ["stack", "apply-localstack"],
+    ):
+        result = run_cli(*args, lab=lab, extra_env=env, **pins)
+        assert result.returncode == 0, (args, result.stderr)
+    imported = run_cli(
+        "byok", "import", "--class", "appointments", "--expires-in-days", "30", lab=lab, extra_env=env, **pins
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "[primary]" in imported.stdout and "[replica]" in imported.stdout and "proved" in imported.stdout
+    report = run_cli("verify", "--json", lab=lab, extra_env=env)
+    gaps = json.loads(report.stdout)["gaps"]
+    assert report.returncode == 1 and "gap(s) in live state" in report.stderr
+    assert not [g for g in gaps if g.startswith("appointments") and " key:" in g], "appointments is imported"
+    assert "administrative eu-west-3 key: no key material imported (PendingImport)" in gaps
+    revoked = run_cli(
+        "byok",
+        "revoke",
+        "--class",
+        "appointments",
+        "--region",
+        "eu-central-1",
+        lab=lab,
+        extra_env=env,
+        **pins,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert "decrypt now refused (KMSInvalidStateException)" in revoked.stdout
+    after = json.loads(run_cli("verify", "--json", lab=lab, extra_env=env).stdout)["gaps"]
+    assert "appointments eu-central-1 key: no key material imported (PendingImport)" in after
