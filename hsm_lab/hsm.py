@@ -179,9 +179,8 @@ _MESSAGES: dict[type[p11.PKCS11Error], str] = {
     p11.UserPinNotInitialized: "the token has no user PIN yet; run `hsm-lab init`",
     p11.AttributeSensitive: "the token refused to reveal a sensitive attribute",
     p11.KeyUnextractable: "the key is not extractable",
-    p11.KeyFunctionNotPermitted
-    if hasattr(p11, "KeyFunctionNotPermitted")
-    else p11.FunctionRejected: "the key's attributes do not permit this operation",
+    p11.FunctionRejected: "the token rejected the operation",
+    p11.KeyNotWrappable: "the key may not be wrapped by that wrapping key (not TRUSTED?)",
     p11.MechanismInvalid: "the token does not support the mechanism this step needs",
     p11.TokenNotRecognised: "the token is not recognised; check the module and lab",
     p11.TemplateInconsistent: "the token refused the key template",
