@@ -8,6 +8,7 @@ CLEFS_PASSPHRASE_<CUSTODIAN>; nothing secret is ever printed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -73,7 +74,8 @@ def stack_apply_localstack(
 
 byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
 app.add_typer(byok_app, name="byok")
-out = Console(highlight=False)
+# Piped or in CI, Rich would wrap the tables at 80 columns; a terminal or $COLUMNS decides otherwise.
+out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 132)
 err = Console(stderr=True, highlight=False)
 
 LabOpt = Annotated[Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")]

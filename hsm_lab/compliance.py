@@ -37,6 +37,11 @@ class Cell:
 
     ok: bool
     detail: str
+    short: str = ""  # what the table shows; `detail` goes to gaps and --json
+
+    def __post_init__(self) -> None:
+        if not self.short:
+            self.short = "GAP" if not self.ok else self.detail
 
 
 @dataclass
@@ -101,7 +106,7 @@ def check_at_rest(s3: Any, bucket: str, key_arn: str) -> Cell:
             bucket_key = "bucket key on" if rule.get("BucketKeyEnabled") else "bucket key OFF"
             if not rule.get("BucketKeyEnabled"):
                 return Cell(False, "SSE-KMS under the class key but bucket keys are off")
-            return Cell(True, f"SSE-KMS, class key, {bucket_key}")
+            return Cell(True, f"SSE-KMS, class key, {bucket_key}", "SSE-KMS class key")
     found = [r.get("ApplyServerSideEncryptionByDefault", {}) for r in rules]
     return Cell(False, f"default encryption is not SSE-KMS under the class key: {found}")
 
@@ -125,7 +130,11 @@ def check_key(kms: Any, key_arn: str) -> Cell:
         if expiry
         else ("material expires" if model == "KEY_MATERIAL_EXPIRES" else "material does not expire")
     )
-    return Cell(True, f"Enabled, EXTERNAL, material imported, {when}")
+    return Cell(
+        True,
+        f"Enabled, EXTERNAL, material imported, {when}",
+        "imported" + (", expires" if "expire" in when and "not" not in when else ""),
+    )
 
 
 def _statements(policy_text: str) -> list[dict[str, Any]]:
@@ -150,7 +159,7 @@ def check_in_transit(s3: Any, bucket: str) -> Cell:
         if tls is not None and float(str(tls)) >= 1.2:
             deny_old_tls = True
     if deny_plain and deny_old_tls:
-        return Cell(True, "policy denies non-TLS and TLS < 1.2")
+        return Cell(True, "policy denies non-TLS and TLS < 1.2", "TLS >= 1.2 only")
     missing = [n for n, ok in (("non-TLS deny", deny_plain), ("TLS < 1.2 deny", deny_old_tls)) if not ok]
     return Cell(False, f"bucket policy lacks {', '.join(missing)}")
 
@@ -175,7 +184,7 @@ def check_end_to_end(s3: Any, bucket: str, data_class: str, required: bool, samp
     if not keys:
         if required:
             return Cell(False, "no object to sample: end-to-end encryption not shown")
-        return Cell(True, "not required (no object sampled)")
+        return Cell(True, "not required (no object sampled)", "not required")
     e2e = plain = 0
     for key in keys:
         obj, error = _call(lambda k=key: s3.get_object(Bucket=bucket, Key=k, Range="bytes=0-65535"))
@@ -191,8 +200,14 @@ def check_end_to_end(s3: Any, bucket: str, data_class: str, required: bool, samp
     if required and e2e < len(keys):
         return Cell(False, f"{len(keys) - e2e} of {len(keys)} sampled objects are not end-to-end encrypted")
     if required:
-        return Cell(True, f"{e2e}/{len(keys)} sampled objects end-to-end (age) inside the envelope")
-    return Cell(True, f"not required; {len(keys)}/{len(keys)} sampled objects client-side enveloped")
+        return Cell(
+            True,
+            f"{e2e}/{len(keys)} sampled objects end-to-end (age) inside the envelope",
+            f"{e2e}/{len(keys)} age",
+        )
+    return Cell(
+        True, f"not required; {len(keys)}/{len(keys)} sampled objects client-side enveloped", "not required"
+    )
 
 
 def check_replication(s3: Any, bucket: str, replica_bucket: str | None, replica_key_arn: str | None) -> Cell:
@@ -209,7 +224,7 @@ def check_replication(s3: Any, bucket: str, replica_bucket: str | None, replica_
                 return Cell(False, f"replicates to {target} but not under the replica key")
             if sse != "Enabled":
                 return Cell(False, "SSE-KMS encrypted objects are not selected for replication")
-            return Cell(True, f"to {target} under the replica key")
+            return Cell(True, f"to {target} under the replica key", "→ replica")
     return Cell(False, f"no enabled rule replicating to {replica_bucket}")
 
 
@@ -221,7 +236,7 @@ def check_public_access(s3: Any, bucket: str) -> Cell:
     off = [name for name, on in config.items() if not on]
     if off:
         return Cell(False, f"public access not fully blocked: {', '.join(off)} off")
-    return Cell(True, "all four blocks on")
+    return Cell(True, "all four blocks on", "4/4 blocked")
 
 
 def check_versioning(s3: Any, bucket: str) -> Cell:
@@ -259,7 +274,9 @@ def assess(outputs: dict[str, Any], client_for: ClientFor, *, sample: int = 3) -
                         s3, where["bucket"], regions[replica]["bucket"], regions[replica]["key_arn"]
                     )
             else:
-                row.cells["replication"] = Cell(True, f"replica of {regions[primary_region]['bucket']}")
+                row.cells["replication"] = Cell(
+                    True, f"replica of {regions[primary_region]['bucket']}", "replica"
+                )
             row.cells["public_access"] = check_public_access(s3, where["bucket"])
             row.cells["versioning"] = check_versioning(s3, where["bucket"])
             rows.append(row)

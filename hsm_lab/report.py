@@ -71,33 +71,29 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
 
 
 def print_compliance(console: Console, report: Report, target: str) -> None:
-    """The seed's table of protections: one row per data class and region."""
-    table = Table(title=f"Compliance from live state ({target})", show_lines=True)
+    """The seed's table of protections: one row per data class and region (details in --json)."""
+    table = Table(title=f"Compliance from live state ({target})")
     for column in (
-        "class / region",
+        "class",
+        "region",
         "at rest",
-        "key (L1, BYOK)",
+        "key (L1)",
         "in transit",
         "end to end",
         "replication",
-        "public access",
+        "public",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column in ("class", "region"))
     for row in report.rows:
         cells = []
         for name in ("at_rest", "key", "in_transit", "end_to_end", "replication", "public_access"):
             cell = row.cells.get(name)
-            if cell is None:
-                cells.append("-")
-                continue
-            mark = "[green]✔[/]" if cell.ok else "[red]✘ GAP[/]"
-            cells.append(f"{mark} {cell.detail}")
-        table.add_row(f"{row.data_class}\n{row.region} ({row.role})", *cells)
+            cells.append("-" if cell is None else f"[green]✔[/] {cell.short}" if cell.ok else "[red]✘ GAP[/]")
+        table.add_row(row.data_class, row.region, *cells)
     console.print(table)
-    if report.gaps:
-        for gap in report.gaps:
-            console.print(f"[red]gap:[/] {gap}")
-    else:
+    for gap in report.gaps:
+        console.print(f"[red]gap:[/] {gap}")
+    if not report.gaps:
         console.print("[bold green]no gap[/]: every class protected as its level requires, in every region")
 
 
@@ -110,41 +106,44 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
         f"{report.resources} resources"
     )
     imports = Table(title="L1 class keys: derived in the recovery HSM from L0, imported into KMS (BYOK)")
-    for column in ("data class", "KCV", "region", "role", "wrapping", "material expires", "proof"):
-        imports.add_column(column, overflow="fold")
+    for column in ("data class", "KCV", "region", "role", "wrapping", "material expires"):
+        imports.add_column(column)
     for record in report.imports:
         if record.data_class not in report.proofs:
             continue
+        wrapping = {"RSAES_OAEP_SHA_1": "OAEP-SHA1", "RSA_AES_KEY_WRAP_SHA_256": "RSA-AES-KWP-SHA256"}
         imports.add_row(
             record.data_class,
             record.kcv,
             record.region,
             record.role,
-            record.wrapping_algorithm,
-            record.expires or "never",
-            report.proofs[record.data_class] if record.role == "primary" else "",
+            wrapping.get(record.wrapping_algorithm, record.wrapping_algorithm),
+            (record.expires or "never")[:10],
         )
     console.print(imports)
-    records = Table(title="Data path (L2 data keys from KMS, envelope clefs.envelope/v1, SSE-KMS, HTTPS)")
-    for column in ("data class", "record", "bytes", "regions", "read back", "platform role alone"):
-        records.add_column(column, overflow="fold")
+    for data_class, proof in report.proofs.items():
+        console.print(f"  proved {data_class}: {proof}")
+    records = Table(title="Data path: envelope clefs.envelope/v1, cached KMS data keys, SSE-KMS, HTTPS")
+    for column in ("data class", "record", "bytes", "written to", "read back", "platform role alone"):
+        records.add_column(column)
     kms_calls = 0
     for entry in report.records:
         if "kms_calls" in entry:
             kms_calls = entry["kms_calls"]
             continue
         records.add_row(
-            entry["data_class"] + (" (end to end)" if entry["end_to_end"] else ""),
+            entry["data_class"] + (" (e2e)" if entry["end_to_end"] else ""),
             entry["record_id"],
             str(entry["bytes"]),
             ", ".join(entry["regions"]),
             "yes" if entry["read_back"] else "NO",
-            entry["platform"],
+            "refused" if entry["end_to_end"] else "reads",
         )
     console.print(records)
     console.print(
-        f"KMS calls for all of it: {kms_calls} (data keys cached). Replica copies written by the "
-        "rehearsal: LocalStack stores S3 replication rules but copies nothing."
+        f"KMS calls for all of it: {kms_calls} (data keys cached). Health documents are sealed with age to a "
+        "patient and a practitioner: the platform's KMS and S3 rights yield ciphertext only. The Frankfurt "
+        "copies are written by the rehearsal: LocalStack stores S3 replication rules but copies nothing."
     )
     if report.compliance is not None:
         print_compliance(console, report.compliance, report.endpoint)
