@@ -25,9 +25,7 @@ from hsm_lab.lab import PRIMARY_TOKEN, Lab
 from hsm_lab.manifest import SignedManifest
 from hsm_lab.shares import Share
 
-pytest_plugins = (
-    ["tests.localstack_fixture"] if (Path(__file__).parent / "localstack_fixture.py").exists() else []
-)
+pytest_plugins = ["tests.localstack_fixture"]  # the session `localstack` fixture
 
 NAMES = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
 PASSPHRASE_CUSTODIAN = "bob"
