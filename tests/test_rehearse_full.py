@@ -30,8 +30,8 @@ def test_full_rehearsal_on_the_session_localstack(localstack, run_cli, tmp_path:
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "no gap" in out and "rehearsal OK" in out
-    assert "refused: holds age ciphertext only" in out
-    assert "RSA_AES_KEY_WRAP_SHA_256" in out and "RSAES_OAEP_SHA_1" in out
+    assert "the platform's KMS and S3 rights yield ciphertext only" in out
+    assert "RSA-AES-KWP-SHA256" in out and "OAEP-SHA1" in out
     assert "decrypt refused (KMSInvalidStateException)" in out
     outputs = json.loads((lab / "stack-outputs.json").read_text())
     records = json.loads((lab / "byok.json").read_text())["imports"]
