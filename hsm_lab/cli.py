@@ -160,8 +160,23 @@ def _show_manifest(title: str, manifest: ceremony.SignedManifest, lab: Lab) -> N
 def init(lab: LabOpt = None, module: ModuleOpt = None, token: TokenOpt = PRIMARY_TOKEN) -> None:
     """Initialise a token (SO PIN, user PIN) and its ceremony signing key; idempotent."""
     where, hsm = _open(lab, module)
-    created = hsm.init_token(token, so_pin(confirm=True), user_pin(confirm=True))
+    pin = user_pin(confirm=True)
+    created = hsm.init_token(token, so_pin(confirm=True), pin)
     state = "initialised" if created else "already initialised (unchanged)"
+    if created:
+        from hsm_lab.encoding import key_id
+
+        with hsm.session(token, user_pin=pin) as session:
+            ceremony.transcript(where).append(
+                session,
+                actor(),
+                "init",
+                {
+                    "token": token,
+                    "module": str(hsm.module),
+                    "signing_key_id": key_id(session.signing_public_key()),
+                },
+            )
     out.print(f"token [bold]{token}[/] {state} in {where.root} via {hsm.module}")
 
 

@@ -191,3 +191,14 @@ def test_weak_quorum_needs_the_flag_and_is_shown(tmp_path: Path, run_cli) -> Non
     )
     assert accepted.returncode == 0, accepted.stderr
     assert "WEAKENED" in accepted.stdout
+
+
+def test_transcript_records_init_and_each_step(cli_lab: dict) -> None:
+    lines = (cli_lab["lab"] / "transcript.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    actions = [e["action"] for e in entries]
+    assert actions[:3] == ["init", "init", "generate"]
+    assert {e["params"]["token"] for e in entries[:2]} == {"clefs-primary", RECOVERY_TOKEN}
+    assert all(e["actor"] == "pytest-cli" for e in entries)
+    text = "\n".join(lines)
+    assert cli_lab["pin"] not in text and cli_lab["so_pin"] not in text
