@@ -19,20 +19,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import yaml
 from botocore.exceptions import ClientError, ParamValidationError
-from pulumi.runtime import settings as runtime_settings
 
 from infra.testing import (
     CALLER_IDENTITY_INVOKE,
     PROVIDER_TYPE,
     Recording,
     RecordingMocks,
-    RecordingMonitor,
     UnmockedInvokeError,
-    config_strings,
     reveal,
+    run_program,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -302,26 +299,7 @@ def apply(
     program: Callable[[], Mapping[str, Any]] | None = None,
 ) -> tuple[Recording, LocalStackMocks]:
     """Run the program against LocalStack; returns the recording (real ids) and the mocks."""
-    if program is None:
-        from infra.stack import build
-
-        program = build
     mocks = LocalStackMocks(endpoint, client_for, suffix)
-    monitor = RecordingMonitor(mocks)
-    runtime_settings.ROOT.set(None)
     settings = dict(config) if config is not None else stack_config(endpoint)
-    pulumi.runtime.set_all_config(config_strings(settings), [])
-    pulumi.runtime.set_mocks(mocks, project="clefs", stack="localstack", preview=False, monitor=monitor)
-    holder: dict[str, Any] = {}
-
-    @pulumi.runtime.test
-    def _run() -> pulumi.Output[Any]:
-        outputs = program()
-        return pulumi.Output.from_input(dict(outputs)).apply(lambda o: holder.update(o))
-
-    _run()
-    resources = list(monitor.recorded)
-    for r in resources:
-        if r.urn in monitor.component_outputs:
-            r.component_outputs = monitor.component_outputs[r.urn]
-    return Recording(resources, holder, list(mocks.calls), "clefs", "localstack"), mocks
+    recording = run_program(settings, program=program, stack="localstack", pause_gc=False, mocks=mocks)
+    return recording, mocks

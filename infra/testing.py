@@ -307,18 +307,20 @@ def run_program(
     stack: str = "unit",
     account_id: str = MOCK_ACCOUNT_ID,
     pause_gc: bool = True,
+    mocks: RecordingMocks | None = None,
 ) -> Recording:
     """Run `program` (default: infra.stack.build) under fresh mocks; return the recording.
 
     `pause_gc` suspends CPython's cyclic GC while the program is evaluated and collects once
     at the end: full-heap collections otherwise make the cost per resource grow with the
-    number of resources (see bench/program.py).
+    number of resources (see bench/program.py). `mocks` replaces the default answers, e.g.
+    with infra.localstack_apply.LocalStackMocks, which create each resource for real.
     """
     if program is None:
         from infra.stack import build
 
         program = build
-    mocks = RecordingMocks(account_id)
+    mocks = mocks if mocks is not None else RecordingMocks(account_id)
     monitor = RecordingMonitor(mocks)
     runtime_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config_strings(config or {}), [])
