@@ -7,17 +7,21 @@ into a KMS key:
 1. GetParametersForImport gives a KMS wrapping public key and an import token;
 2. the SO installs that public key in the HSM as a TRUSTED wrapping key (only
    TRUSTED keys may wrap WRAP_WITH_TRUSTED keys, and only the SO sets TRUSTED);
-3. the HSM wraps the class key under it: RSAES_OAEP_SHA_1 directly, or
-   RSA_AES_KEY_WRAP_SHA_256 composed as OAEP-SHA-256 (in Python) of an
-   ephemeral TRUSTED AES key + AES-KWP (RFC 5649, in the HSM) of the class key,
-   because SoftHSM2's OAEP is SHA-1 only; the class key never leaves the HSM
-   in the clear;
-4. ImportKeyMaterial, with an optional expiry; the wrapping objects are removed.
+3. the user derives the class key from L0 and the HSM wraps it under that key:
+   RSAES_OAEP_SHA_1 directly, or RSA_AES_KEY_WRAP_SHA_256 composed as
+   OAEP-SHA-256 (in Python) of an ephemeral TRUSTED AES key + AES-KWP (RFC 5649,
+   in the HSM) of the class key, because SoftHSM2's OAEP is SHA-1 only. The
+   wrapping key and the class key are *session objects* of one export
+   (`HSM.export_session`): nothing is stored on the token, and a kill at any
+   point leaves nothing behind. The class key never leaves the HSM in the clear;
+   L0 is not extractable at all, so no TRUSTED key can wrap it;
+4. ImportKeyMaterial, with an optional expiry.
 
 The same material goes into the primary (Paris) and its replica (Frankfurt);
 before any AWS call for a replica the material is checked against what was
 imported into its primary (class, version, KCV). Every step is in the
-transcript; what was imported where is kept in <lab>/byok.json.
+transcript, and what was imported where is read back from the verified
+transcript (byok.json is only a copy of it for people and tools).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from hsm_lab import errors
-from hsm_lab.ceremony import transcript
+from hsm_lab import errors, txn
+from hsm_lab.faults import fault
 from hsm_lab.fs import atomic_write_text, wipe
 from hsm_lab.hsm import HSM, class_key_label
 from hsm_lab.lab import MASTER_LABEL, Lab
+from hsm_lab.record import Record, verify_lab
 
 WRAPPING_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256")
 WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
@@ -45,6 +50,20 @@ WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
 
 class ByokError(errors.ClefsError):
     """A BYOK step was refused (by us, before AWS, or by KMS)."""
+
+
+def check_wrapping_key(params: ImportParameters) -> None:
+    """The public key KMS returned is what was asked for, before the HSM wraps anything."""
+    try:
+        key = serialization.load_der_public_key(params.public_key)
+    except (ValueError, TypeError):
+        raise ByokError(f"the wrapping key returned for {params.key_arn} is not a public key") from None
+    expected_bits = int(params.wrapping_key_spec.removeprefix("RSA_"))
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size != expected_bits:
+        raise ByokError(
+            f"the wrapping key returned for {params.key_arn} is not {params.wrapping_key_spec}; "
+            "nothing was wrapped"
+        )
 
 
 def _now() -> str:
@@ -130,6 +149,7 @@ class Byok:
         self.actor = actor
         self.master_label = master_label
         self.primary_region = primary_region
+        self.warnings: list[str] = []
 
     def role_of(self, key_arn: str) -> str:
         """Primary or replica, from the stack's primary region (no AWS call)."""
@@ -142,31 +162,35 @@ class Byok:
         return self.lab.root / "byok.json"
 
     def records(self) -> list[ImportRecord]:
-        if not self.records_path.exists():
-            return []
-        try:
-            return [ImportRecord(**r) for r in json.loads(self.records_path.read_text())["imports"]]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ByokError(f"{self.records_path} is malformed; move it aside and import again") from None
+        """What was imported where, from the verified transcript (not from byok.json)."""
+        fields = set(ImportRecord.__dataclass_fields__)
+        state = verify_lab(self.lab)
+        return [
+            ImportRecord(**{k: v for k, v in e["params"].items() if k in fields})
+            for e in state.entries
+            if e["action"] == "byok.import"
+        ]
 
-    def _save(self, record: ImportRecord) -> None:
-        kept = [r for r in self.records() if r.key_arn != record.key_arn]
-        doc = {"format": "clefs.byok-records/v1", "imports": [asdict(r) for r in [*kept, record]]}
+    def _save_copy(self) -> None:
+        doc = {"format": "clefs.byok-records/v1", "imports": [asdict(r) for r in self.records()]}
         atomic_write_text(self.records_path, json.dumps(doc, indent=2) + "\n")
 
     def _log(self, action: str, params: dict[str, Any]) -> None:
         with self.hsm.session(self.token, user_pin=self._user_pin) as session:
-            transcript(self.lab).append(session, self.actor, action, params)
+            record = Record.open(self.lab, session, actor=self.actor)
+            self.warnings.extend(record.warnings)
+            record.append(self.actor, action, params)
 
     # -- steps ---------------------------------------------------------------------
 
     def derive(self, data_class: str, version: int) -> str:
-        """Derive (idempotently) the class key in the HSM; returns its KCV."""
+        """Derive the class key in the HSM (a session object, gone after this call); its KCV."""
         with self.hsm.session(self.token, user_pin=self._user_pin) as session:
-            key = session.derive_class_key(self.master_label, data_class, version)
-            kcv = session.kcv(key)
-            transcript(self.lab).append(
-                session,
+            record = Record.open(self.lab, session, actor=self.actor)
+            self.warnings.extend(record.warnings)
+            record.require_signer()
+            kcv = session.kcv(session.derive_class_key(self.master_label, data_class, version))
+            record.append(
                 self.actor,
                 "byok.derive",
                 {
@@ -252,33 +276,34 @@ class Byok:
         )
         return params
 
-    def wrap(self, params: ImportParameters, data_class: str, version: int) -> bytes:
-        """Wrap the class key for KMS inside the HSM (SO installs the TRUSTED wrapping key)."""
-        label = f"clefs-kms-wrap/{secrets.token_hex(6)}"
-        key_label = class_key_label(data_class, version)
+    def wrap(self, params: ImportParameters, data_class: str, version: int) -> tuple[bytes, str]:
+        """Wrap the class key for KMS inside the HSM; (wrapped material, its KCV).
+
+        One export session: the SO makes the TRUSTED wrapping key, the user derives
+        the class key and wraps it; both are session objects, so the token holds
+        nothing afterwards, whatever happens (kill -9 included).
+        """
+        check_wrapping_key(params)
         transport: bytearray | None = None
         try:
-            with self.hsm.session(self.token, so_pin=self._so_pin) as so:
-                if params.wrapping_algorithm == "RSAES_OAEP_SHA_1":
-                    so.install_trusted_wrapping_key(label, params.public_key)
-                else:
-                    transport = so.create_trusted_transport_key(label)
-            with self.hsm.session(self.token, user_pin=self._user_pin) as session:
-                try:
-                    if transport is None:
-                        return session.wrap_for_export(key_label, label, "RSA_OAEP_SHA1")
-                    kms_public = serialization.load_der_public_key(params.public_key)
-                    if not isinstance(kms_public, rsa.RSAPublicKey):
-                        raise ByokError("the KMS wrapping key is not RSA")
-                    wrapped_transport = kms_public.encrypt(
-                        bytes(transport),
-                        padding.OAEP(
-                            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
-                        ),
-                    )
-                    return wrapped_transport + session.wrap_for_export(key_label, label, "AES_KWP")
-                finally:
-                    session.destroy_objects(label)
+            with self.hsm.export_session(self.token, user_pin=self._user_pin, so_pin=self._so_pin) as export:
+                transport = export.install_wrapping_key(params.wrapping_algorithm, params.public_key)
+                fault("byok:so-done")
+                with export.user() as session:
+                    class_key = session.derive_class_key(self.master_label, data_class, version)
+                    kcv = session.kcv(class_key)
+                    fault("byok:derived")
+                    wrapped = export.wrap(session, class_key, params.wrapping_algorithm)
+                    fault("byok:wrapped")
+            if transport is None:
+                return wrapped, kcv
+            kms_public = serialization.load_der_public_key(params.public_key)
+            assert isinstance(kms_public, rsa.RSAPublicKey)  # checked by check_wrapping_key
+            wrapped_transport = kms_public.encrypt(
+                bytes(transport),
+                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+            )
+            return wrapped_transport + wrapped, kcv
         finally:
             wipe(transport)
 
@@ -298,7 +323,19 @@ class Byok:
                 f"the import token is for {params.key_arn}, not {key_arn}: get parameters for this key "
                 "(tokens are per key and per region)"
             )
-        wrapped = self.wrap(params, data_class, version)
+        intent = txn.begin(
+            self.lab.root, "byok.import", self.token, [], about=f"{data_class} v{version} -> {key_arn}"
+        )
+        try:
+            wrapped, wrapped_kcv = self.wrap(params, data_class, version)
+        except BaseException:
+            intent.finish()
+            raise
+        if wrapped_kcv != kcv:
+            intent.finish()
+            raise ByokError(
+                f"the HSM wrapped material with KCV {wrapped_kcv}, not the derived {kcv}; nothing sent"
+            )
         kms = self.kms_for(params.region)
         request: dict[str, Any] = {
             "KeyId": key_arn,
@@ -308,9 +345,15 @@ class Byok:
         }
         if valid_to is not None:
             if valid_to <= datetime.now(UTC):
+                intent.finish()
                 raise errors.InputError(f"expiry {valid_to.isoformat()} is in the past")
             request.update(ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)
-        _aws("ImportKeyMaterial", key_arn, lambda: kms.import_key_material(**request))
+        try:
+            _aws("ImportKeyMaterial", key_arn, lambda: kms.import_key_material(**request))
+        except BaseException:
+            intent.finish()
+            raise
+        fault("byok:imported")
         record = ImportRecord(
             data_class=data_class,
             version=version,
@@ -322,8 +365,9 @@ class Byok:
             expires=valid_to.strftime("%Y-%m-%dT%H:%M:%SZ") if valid_to else None,
             imported=_now(),
         )
-        self._save(record)
-        self._log("byok.import", asdict(record))
+        self._log("byok.import", {**asdict(record), "txn": intent.txn})
+        intent.finish()
+        self._save_copy()
         return record
 
     def import_class(

@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from hsm_lab import ceremony, errors, shares
-from hsm_lab.custodians import load_custodians, load_identities, passphrase_env, passphrase_from_env
+from hsm_lab import ceremony, errors, record, shares
+from hsm_lab.custodians import (
+    check_passphrase,
+    load_custodians,
+    load_identities,
+    passphrase_env,
+    passphrase_from_env,
+)
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
 from hsm_lab.shares import Share
@@ -92,6 +99,26 @@ WeakOpt = Annotated[
     bool,
     typer.Option("--allow-weak-quorum", help="Accept K < 3 or K not a majority of N (shown in output)."),
 ]
+NoSpareOpt = Annotated[
+    bool,
+    typer.Option("--allow-no-spare", help="Accept K = N: one lost share loses the key (shown in output)."),
+]
+ExpectSignerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-signer",
+        help="Fingerprint (hex) of the signer you witnessed; refuse anything else [env CLEFS_EXPECT_SIGNER].",
+    ),
+]
+
+
+def _warn(line: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
+
+
+def _show_fingerprint(title: str, value: str) -> None:
+    out.print(f"{escape(title)}: [bold]{record.grouped(value)}[/]")
+    out.print(f"  read aloud: [bold]{record.fingerprint_words(value)}[/]")
 
 
 def _open(lab: Path | None, module: str | None) -> tuple[Lab, HSM]:
@@ -130,12 +157,16 @@ def _passphrases(custodian_file: Path) -> tuple[list, dict[str, str]]:
             phrases[c.name] = passphrase_from_env(c.name) or read_pin(
                 f"new passphrase for custodian {c.name}", passphrase_env(c.name), confirm=True
             )
+            check_passphrase(c.name, phrases[c.name])
     return custodians, phrases
 
 
 def _event(who: str, what: str) -> None:
+    if who == "manifest":
+        out.print(f"current share set: {escape(what)}")
+        return
     style = "red" if what.startswith("refused") else "green"
-    out.print(f"  [{style}]{who}[/]: {what}")
+    out.print(f"  [{style}]{escape(who)}[/]: {escape(what)}")
 
 
 def _show_manifest(title: str, manifest: ceremony.SignedManifest, lab: Lab) -> None:
@@ -149,35 +180,45 @@ def _show_manifest(title: str, manifest: ceremony.SignedManifest, lab: Lab) -> N
     out.print(table)
     out.print(
         f"ceremony [bold]{manifest.ceremony_id}[/]  quorum [bold]{manifest.threshold}-of-"
-        f"{manifest.share_count}[/]  KCV [bold]{manifest.kcv}[/]  signer key "
-        f"{manifest.body['signer']['key_id']} ({manifest.body['signer']['token']})"
+        f"{manifest.share_count}[/]  KCV [bold]{manifest.kcv}[/]  signed by token "
+        f"{escape(str(manifest.body['signer']['token']))}"
     )
+    _show_fingerprint("signer", manifest.signer_fingerprint)
     for weak in manifest.body["weakened"]:
-        out.print(f"[bold yellow]WEAKENED:[/] {weak}")
+        out.print(f"[bold yellow]WEAKENED:[/] {escape(weak)}")
 
 
 @app.command()
-def init(lab: LabOpt = None, module: ModuleOpt = None, token: TokenOpt = PRIMARY_TOKEN) -> None:
-    """Initialise a token (SO PIN, user PIN) and its ceremony signing key; idempotent."""
+def init(
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+    expect_signer: ExpectSignerOpt = None,
+) -> None:
+    """Initialise a token (SO PIN, user PIN), its signing key, and pin the lab's signer; resumable."""
     where, hsm = _open(lab, module)
     pin = user_pin(confirm=True)
-    created = hsm.init_token(token, so_pin(confirm=True), pin)
-    state = "initialised" if created else "already initialised (unchanged)"
-    if created:
-        from hsm_lab.encoding import key_id
-
-        with hsm.session(token, user_pin=pin) as session:
-            ceremony.transcript(where).append(
-                session,
-                actor(),
-                "init",
-                {
-                    "token": token,
-                    "module": str(hsm.module),
-                    "signing_key_id": key_id(session.signing_public_key()),
-                },
-            )
-    out.print(f"token [bold]{token}[/] {state} in {where.root} via {hsm.module}")
+    result = ceremony.init_token(
+        hsm,
+        where,
+        token=token,
+        so_pin=so_pin(confirm=True),
+        user_pin=pin,
+        expect_signer=record.expected_signer(expect_signer),
+        actor=actor(),
+        on_warning=_warn,
+    )
+    state = "initialised" if result.created else "already initialised (unchanged)"
+    out.print(
+        f"token [bold]{escape(token)}[/] {state} in {escape(str(where.root))} via {escape(str(hsm.module))}"
+    )
+    _show_fingerprint("pinned ceremony signer", result.anchor.fingerprint)
+    if not result.authorised:
+        _show_fingerprint(f"this token's signing key (not yet authorised) {token}", result.fingerprint)
+        out.print(
+            "[yellow]this token may sign the record once a quorum imports the master key into it "
+            "(`hsm-lab import --authorise-signer`)[/]"
+        )
 
 
 @app.command()
@@ -190,6 +231,7 @@ def generate(
     ] = None,
     label: Annotated[str, typer.Option("--label", help="Master key label.")] = MASTER_LABEL,
     allow_weak_quorum: WeakOpt = False,
+    allow_no_spare: NoSpareOpt = False,
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
@@ -211,7 +253,9 @@ def generate(
         passphrases=phrases,
         key_label=label,
         allow_weak=allow_weak_quorum,
+        allow_no_spare=allow_no_spare,
         actor=actor(),
+        on_warning=_warn,
     )
     _show_manifest("shares dealt", manifest, where)
 
@@ -220,6 +264,21 @@ def generate(
 def import_(
     share: ShareOpt,
     identity: IdentityOpt = None,
+    authorise_signer: Annotated[
+        bool,
+        typer.Option(
+            "--authorise-signer",
+            help="Let this quorum authorise the target token's signing key (a new HSM joins the record).",
+        ),
+    ] = False,
+    expect_kcv: Annotated[
+        str | None, typer.Option("--expect-kcv", help="KCV from the witnessed script; refuse any other.")
+    ] = None,
+    expect_signer: ExpectSignerOpt = None,
+    expect_ceremony: Annotated[
+        str | None,
+        typer.Option("--expect-ceremony", help="Ceremony id from the witnessed script; refuse any other."),
+    ] = None,
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
@@ -234,11 +293,17 @@ def import_(
         sources=_sources(share, identity),
         actor=actor(),
         on_event=_event,
+        on_warning=_warn,
+        authorise_signer=authorise_signer,
+        expect_kcv=expect_kcv,
+        expect_signer=record.expected_signer(expect_signer),
+        expect_ceremony=expect_ceremony,
     )
     out.print(
-        f"master key [bold]{manifest.key_label}[/] imported into [bold]{token}[/] from "
-        f"{', '.join(used)}; HSM KCV {kcv} = manifest KCV {manifest.kcv}"
+        f"master key [bold]{escape(manifest.key_label)}[/] imported into [bold]{escape(token)}[/] "
+        f"(never extractable) from {', '.join(used)}; HSM KCV {kcv} = manifest KCV {manifest.kcv}"
     )
+    _show_fingerprint("manifest signer", manifest.signer_fingerprint)
 
 
 @app.command()
@@ -248,6 +313,7 @@ def rekey(
     threshold: Annotated[int, typer.Option("--threshold", "-k", help="New K.")] = 5,
     identity: IdentityOpt = None,
     allow_weak_quorum: WeakOpt = False,
+    allow_no_spare: NoSpareOpt = False,
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
@@ -265,10 +331,16 @@ def rekey(
         threshold=threshold,
         passphrases=phrases,
         allow_weak=allow_weak_quorum,
+        allow_no_spare=allow_no_spare,
         actor=actor(),
         on_event=_event,
+        on_warning=_warn,
     )
     out.print(f"quorum of the retired set {old.ceremony_id}: {', '.join(used)}")
+    out.print(
+        "[yellow]note: the retired shares still combine to the same key outside this tool; "
+        "only a new master key (rotation) removes that risk[/]"
+    )
     _show_manifest("new share set", new, where)
 
 
@@ -277,7 +349,8 @@ def _drill(results: list[ceremony.DrillResult]) -> None:
     table.add_column("custodian")
     table.add_column("result")
     for r in results:
-        table.add_row(r.custodian, f"[green]ok[/] {r.detail}" if r.ok else f"[red]FAILED[/] {r.detail}")
+        detail = escape(r.detail)
+        table.add_row(escape(r.custodian), f"[green]ok[/] {detail}" if r.ok else f"[red]FAILED[/] {detail}")
     out.print(table)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -302,6 +375,7 @@ def verify_share(
             user_pin=user_pin(),
             sources=_sources([share], identity),
             actor=actor(),
+            on_warning=_warn,
         )
     )
 
@@ -315,16 +389,19 @@ def verify_all(
 ) -> None:
     """Drill every custodian of the current share set (their identities or passphrases)."""
     where, hsm = _open(lab, module)
-    manifest = ceremony.current_manifest(hsm, where)
-    paths = [where.share_path(manifest.ceremony_id, name) for name in manifest.custodians]
+
+    def every_share(manifest: ceremony.SignedManifest) -> list[tuple[str, Callable[[], Share]]]:
+        return _sources([where.share_path(manifest.ceremony_id, n) for n in manifest.custodians], identity)
+
     _drill(
         ceremony.verify_shares(
             hsm,
             where,
             token=token,
             user_pin=user_pin(),
-            sources=_sources(paths, identity),
+            sources=every_share,
             actor=actor(),
+            on_warning=_warn,
         )
     )
 
@@ -336,32 +413,124 @@ def status(
     token: TokenOpt = PRIMARY_TOKEN,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """What the token holds: labels, KCVs, security attributes (read via PKCS#11)."""
+    """What the token holds (via PKCS#11), checked against the verified record."""
     where, hsm = _open(lab, module)
     with hsm.session(token, user_pin=user_pin()) as session:
+        opened = record.Record.open(where, session, actor=actor())
+        for line in opened.warnings:
+            _warn(line)
         keys = session.inventory()
-        ceremony.transcript(where).append(session, actor(), "status", {"token": token, "objects": len(keys)})
+        unexplained, missing = record.reconcile(opened.state, token, keys)
+        if opened.authorised:
+            opened.append(
+                actor(), "status", {"token": token, "objects": len(keys), "unexplained": unexplained}
+            )
+    state = opened.state
     if as_json:
-        out.print_json(json.dumps([k.__dict__ for k in keys]))
-        return
-    table = Table(title=f"token {token} ({hsm.module.name})")
-    for column in ("label", "class", "type", "KCV", "attributes set"):
-        table.add_column(column)
-    for k in keys:
-        flags = " ".join(name for name, on in k.attributes.items() if on)
-        table.add_row(k.label, k.object_class, k.key_type, k.kcv or "-", flags)
-    out.print(table)
+        doc = {
+            "schema": "clefs.status/v1",
+            "token": token,
+            "objects": [k.__dict__ for k in keys],
+            "unexplained": unexplained,
+            "missing": missing,
+            "pinned_signer": state.anchor.fingerprint,
+            "authorised_signers": sorted(state.signers),
+            "current_ceremony": state.current,
+            "token_heads": state.token_heads,
+            "entries": len(state.entries),
+        }
+        out.print_json(json.dumps(doc))
+    else:
+        table = Table(title=f"token {escape(token)} ({escape(hsm.module.name)})")
+        for column in ("label", "class", "type", "KCV", "attributes set"):
+            table.add_column(column)
+        for k in keys:
+            flags = " ".join(name for name, on in k.attributes.items() if on)
+            table.add_row(escape(k.label), k.object_class, k.key_type, k.kcv or "-", flags)
+        out.print(table)
+        out.print(
+            f"record: {len(state.entries)} entries verified (chain, head signature, "
+            f"{state.token_heads} committed heads held by this token); current share set "
+            f"{state.current or 'none'}"
+        )
+        _show_fingerprint("pinned signer", state.anchor.fingerprint)
+        if not opened.authorised:
+            out.print(f"[yellow]token {escape(token)} is not an authorised signer yet[/]")
+    if unexplained or missing:
+        what = [f"not explained by the record: {', '.join(unexplained)}"] if unexplained else []
+        what += [f"committed but gone: {', '.join(missing)}"] if missing else []
+        raise errors.HSMError(f"token {token!r}: " + "; ".join(what))
 
 
 @transcript_app.command("verify")
-def transcript_verify(lab: LabOpt = None, module: ModuleOpt = None) -> None:
-    """Check the hash chain and the HSM signature over its head."""
-    where, hsm = _open(lab, module)
-    verified = ceremony.transcript(where).verify(hsm.signing_public_key)
+def transcript_verify(
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+    expect_signer: ExpectSignerOpt = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Verify an exported auditor's bundle (no HSM needed)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check the chain, the manifests, the head signature by the pinned signer, and the token's heads."""
+    from hsm_lab import bundles
+
+    expected = record.expected_signer(expect_signer)
+    if bundle is not None:
+        state = bundles.verify_bundle(bundle, expect=expected)
+        where_from = f"bundle {bundle} (offline: the token's heads were checked when it was exported)"
+    else:
+        where, hsm = _open(lab, module)
+        pin = os.environ.get("CLEFS_USER_PIN") or (user_pin() if sys.stdin.isatty() else None)
+        if pin is None:
+            state = record.verify_lab(where, expect=expected)
+            where_from = "lab files only: set CLEFS_USER_PIN to also check the token's committed heads"
+        else:
+            with hsm.session(token, user_pin=pin) as session:
+                opened = record.Record.open(where, session, expect=expected, actor=actor())
+                for line in opened.warnings:
+                    _warn(line)
+                state = opened.state
+            where_from = f"lab files and the {state.token_heads} committed heads held by token {token}"
+    if as_json:
+        out.print_json(json.dumps(bundles.summary(state, where_from)))
+        return
+    head = state.head
     out.print(
-        f"[green]transcript OK[/]: {verified.entries} entries, head {verified.head[:16]}…, signed by "
-        f"token {verified.signer_token} key {verified.signer_key_id}"
+        f"[green]transcript OK[/]: {len(state.entries)} entries, head "
+        f"{head.head[:16] if head else '-'}…, signed by token {escape(head.signer_token if head else '-')} "
+        f"key {head.signer_key_id if head else '-'}; checked against {escape(where_from)}"
     )
+    _show_fingerprint("pinned signer", state.anchor.fingerprint)
+    for signer in state.signers.values():
+        if signer.fingerprint != state.anchor.fingerprint:
+            out.print(
+                f"authorised signer {signer.fingerprint[:16]}… (token {escape(signer.token)}): {signer.how}"
+            )
+    if expected is None:
+        out.print("[dim]compare the pinned signer with the witnessed record, or pass --expect-signer[/]")
+
+
+@transcript_app.command("export")
+def transcript_export(
+    directory: Annotated[Path, typer.Argument(help="New directory for the auditor's bundle.")],
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Write the transcript, head, manifests and the signers' public keys for an auditor."""
+    from hsm_lab import bundles
+
+    where, hsm = _open(lab, module)
+    with hsm.session(token, user_pin=user_pin()) as session:
+        opened = record.Record.open(where, session, actor=actor())
+        for line in opened.warnings:
+            _warn(line)
+        written = bundles.export_bundle(where, opened.state, directory)
+    out.print(f"bundle written to {escape(str(directory))}: {', '.join(written)}")
+    _show_fingerprint("pinned signer (give this to the auditor out of band)", opened.state.anchor.fingerprint)
 
 
 @transcript_app.command("show")
@@ -373,11 +542,11 @@ def transcript_show(lab: LabOpt = None) -> None:
         table.add_column(column)
     for entry in ceremony.transcript(where).entries():
         table.add_row(
-            str(entry.get("seq")),
-            str(entry.get("time")),
-            str(entry.get("actor")),
-            str(entry.get("action")),
-            json.dumps(entry.get("params"), separators=(",", ":"))[:120],
+            escape(str(entry.get("seq"))),
+            escape(str(entry.get("time"))),
+            escape(str(entry.get("actor"))),
+            escape(str(entry.get("action"))),
+            escape(json.dumps(entry.get("params"), separators=(",", ":"))[:120]),
         )
     out.print(table)
 
@@ -465,10 +634,14 @@ def byok_import(
     byok, stack, target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=True)
     arns = class_key_arns(stack, data_class)
     expiry = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
-    for record in byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry):
+    imports = byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry)
+    for line in byok.warnings:
+        _warn(line)
+    for imported in imports:
         out.print(
-            f"{record.data_class} v{record.version} (KCV {record.kcv}) -> {record.key_arn} \\[{record.role}] "
-            f"via {record.wrapping_algorithm}; expires {record.expires or 'never'} ({target})"
+            f"{escape(imported.data_class)} v{imported.version} (KCV {imported.kcv}) -> {imported.key_arn} "
+            f"\\[{imported.role}] via {imported.wrapping_algorithm}; expires {imported.expires or 'never'} "
+            f"({escape(target)})"
         )
     byok.prove(data_class, arns[0], arns[-1])
     out.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
@@ -566,7 +739,7 @@ def main() -> None:
     try:
         app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
     except errors.ClefsError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

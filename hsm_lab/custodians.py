@@ -27,6 +27,7 @@ import pyrage
 from hsm_lab import errors
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+MIN_PASSPHRASE = 12  # characters; scrypt slows guessing, it does not make "a" a secret
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,34 @@ def check_recipient(name: str, recipient: object) -> str:
     return recipient
 
 
+def check_distinct(custodians: list[Custodian]) -> None:
+    """One recipient per custodian: two slots on one key would let one person hold two shares."""
+    names: set[str] = set()
+    holders: dict[str, str] = {}
+    for custodian in custodians:
+        if custodian.name in names:
+            raise errors.InputError(f"custodian {custodian.name} is listed twice")
+        names.add(custodian.name)
+        if custodian.recipient is None:
+            continue
+        other = holders.get(custodian.recipient)
+        if other is not None:
+            raise errors.InputError(
+                f"custodians {other} and {custodian.name} have the same recipient "
+                f"{custodian.recipient[:16]}…: one person would hold two shares; give each custodian "
+                "their own key"
+            )
+        holders[custodian.recipient] = custodian.name
+
+
+def check_passphrase(name: str, passphrase: str) -> None:
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise errors.InputError(
+            f"the passphrase of custodian {name} is shorter than {MIN_PASSPHRASE} characters; choose "
+            "a longer one"
+        )
+
+
 def parse_custodians(text: str, source: str = "custodian file") -> list[Custodian]:
     """Parse and check a custodian file; every problem is one precise line."""
     try:
@@ -88,6 +117,10 @@ def parse_custodians(text: str, source: str = "custodian file") -> list[Custodia
             )
         recipient = check_recipient(name, entry["recipient"]) if has_recipient else None
         custodians.append(Custodian(name, recipient))
+    try:
+        check_distinct(custodians)
+    except errors.InputError as exc:
+        raise errors.InputError(f"{source}: {exc}") from None
     return custodians
 
 

@@ -32,7 +32,7 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pkcs11.util.rsa import encode_rsa_public_key
 
 from hsm_lab import errors
-from hsm_lab.fs import atomic_write_text, wipe
+from hsm_lab.fs import atomic_write_text, private_dir, wipe
 
 SOFTHSM_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -43,24 +43,64 @@ SOFTHSM_CANDIDATES = (
 MODULE_ENV = "CLEFS_PKCS11_MODULE"
 SIGNING_LABEL = "clefs-signing"
 KCV_LEN = 3  # bytes: the customary AES key check value length
+RECORD_APPLICATION = "clefs"  # CKA_APPLICATION of the token's append-only records
 
-# Attributes every master-class key gets, spelled out (FIELD-NOTES: unwrap and
-# create_object default to permissive values, so nothing is left to defaults).
-SECRET_KEY_POLICY: dict[Attribute, object] = {
-    Attribute.TOKEN: True,
-    Attribute.PRIVATE: True,
-    Attribute.SENSITIVE: True,
-    Attribute.EXTRACTABLE: True,  # only so that BYOK export is possible ...
-    Attribute.WRAP_WITH_TRUSTED: True,  # ... and only under a TRUSTED key
-    Attribute.MODIFIABLE: False,
+# Every key template is spelled out and read back after creation (docs/softhsm.md:
+# unwrap and create_object default to permissive values, and some modules silently
+# ignore SENSITIVE/EXTRACTABLE on unwrap), so nothing is left to a module's defaults.
+_NO_USAGE: dict[Attribute, object] = {
     Attribute.ENCRYPT: False,
     Attribute.DECRYPT: False,
     Attribute.SIGN: False,
     Attribute.VERIFY: False,
     Attribute.WRAP: False,
     Attribute.UNWRAP: False,
-    Attribute.DERIVE: True,  # L1 class keys and the KCV are derived in the HSM
 }
+
+# L0: derive only, never extractable. L1 derivation still works: AES_ECB_ENCRYPT_DATA
+# gives an extractable key from a non-extractable base (docs/softhsm.md, measured).
+MASTER_KEY_TEMPLATE: dict[Attribute, object] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.MODIFIABLE: False,
+    **_NO_USAGE,
+    Attribute.DERIVE: True,
+}
+
+# L1: a session object that lives only inside the one session that wraps it for KMS;
+# extractable only under a TRUSTED key, which only the SO can make.
+CLASS_KEY_TEMPLATE: dict[Attribute, object] = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: True,
+    Attribute.WRAP_WITH_TRUSTED: True,
+    Attribute.MODIFIABLE: False,
+    **_NO_USAGE,
+    Attribute.DERIVE: True,  # its KCV is derived, like L0's
+}
+
+# Kept for callers that still name the old policy: it is the master key's now.
+SECRET_KEY_POLICY = MASTER_KEY_TEMPLATE
+
+# The ephemeral AES transport key of the composed RSA_AES_KEY_WRAP_SHA_256: a public
+# session object made while the SO is logged in (TRUSTED), gone with its session.
+TRANSPORT_KEY_TEMPLATE: dict[Attribute, object] = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: False,
+    Attribute.TRUSTED: True,
+    Attribute.SENSITIVE: False,
+    Attribute.EXTRACTABLE: True,
+    **_NO_USAGE,
+    Attribute.WRAP: True,
+    Attribute.DERIVE: False,
+}
+
+# Labels of objects that only ever exist during one step; found on a token, they are
+# leftovers of an interrupted step (or of an older Clefs that kept them as token objects).
+EPHEMERAL_PREFIXES = ("clefs-kms-wrap/", "clefs-l1/", "clefs-transport/")
 
 
 L1_KDF_DOMAIN = b"clefs.l1-kdf/v1\x00"
@@ -129,7 +169,7 @@ def is_softhsm(module: Path) -> bool:
 def softhsm_config(lab_dir: Path) -> Path:
     """Write (once) the lab's private SoftHSM2 config and token directory."""
     token_dir = lab_dir / "tokens"
-    token_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(token_dir)
     conf = lab_dir / "softhsm2.conf"
     text = (
         "# SoftHSM2 config private to this Clefs lab (never the system one)\n"
@@ -159,10 +199,8 @@ def _load(module: Path, softhsm_conf: Path | None) -> pkcs11.lib:
         if cached is None:
             try:
                 lib = pkcs11.lib(str(module))
-            except p11.PKCS11Error as exc:
-                raise errors.ModuleNotFound(
-                    f"cannot load PKCS#11 module {module}: {exc or type(exc).__name__}"
-                ) from None
+            except (p11.PKCS11Error, OSError) as exc:
+                raise errors.ModuleNotFound(_load_failure(module, conf, exc)) from None
             _LIBS[module] = (lib, conf)
             return lib
         lib, loaded_conf = cached
@@ -170,6 +208,16 @@ def _load(module: Path, softhsm_conf: Path | None) -> pkcs11.lib:
             lib.reinitialize()
             _LIBS[module] = (lib, conf)
         return lib
+
+
+def _load_failure(module: Path, conf: str | None, exc: BaseException) -> str:
+    """Why a module did not load, in one line (python-pkcs11's own message is often empty)."""
+    reason = " ".join(str(exc).split())
+    if not reason:
+        reason = f"C_Initialize failed ({type(exc).__name__})"
+        if conf:
+            reason += f"; check the SoftHSM2 config {conf} and its token directory"
+    return f"cannot load PKCS#11 module {module}: {reason}; pass --module or set {MODULE_ENV}"
 
 
 _MESSAGES: dict[type[p11.PKCS11Error], str] = {
@@ -205,7 +253,7 @@ class HSM:
     def __init__(self, lab_dir: str | os.PathLike[str], module: str | os.PathLike[str] | None = None) -> None:
         self.lab_dir = Path(lab_dir)
         self.module = find_module(module)
-        self.lab_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.lab_dir)
         self.softhsm_conf = softhsm_config(self.lab_dir) if is_softhsm(self.module) else None
         self._lock_path = self.lab_dir / "hsm.lock"
 
@@ -216,7 +264,8 @@ class HSM:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive across processes: SoftHSM2's file store is not."""
-        with open(self._lock_path, "a+b") as handle:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -236,22 +285,48 @@ class HSM:
     def has_token(self, label: str) -> bool:
         return label in self.token_labels()
 
-    def init_token(self, label: str, so_pin: str, user_pin: str) -> bool:
-        """Initialise a token with SO and user PINs; False if it already exists.
+    def pin_range(self, label: str | None = None) -> tuple[int, int]:
+        """(min, max) PIN length the module accepts, from C_GetTokenInfo (a free slot if no label)."""
+        with self.locked():
+            self.lib  # noqa: B018 - loads and initialises the module
+            dll = ctypes.CDLL(str(self.module))
+            for slot in _slot_ids(dll):
+                info = _TokenInfo()
+                if dll.C_GetTokenInfo(ctypes.c_ulong(slot), ctypes.byref(info)) != 0:
+                    continue
+                initialised = bool(info.flags & 0x400)
+                if (label is None and not initialised) or (
+                    label is not None and bytes(info.label).rstrip(b" ").decode(errors="replace") == label
+                ):
+                    low, high = int(info.ulMinPinLen), int(info.ulMaxPinLen)
+                    return max(low, 1), max(high, low, 1)
+        return 4, 255
 
-        python-pkcs11 has no C_InitToken/C_InitPIN, so they are called through
-        ctypes on the same loaded module (any PKCS#11 module, not only SoftHSM).
+    def _check_unique(self, lib: pkcs11.lib, label: str) -> None:
+        count = sum(1 for t in lib.get_tokens() if _token_initialized(t) and t.label == label)
+        if count > 1:
+            raise errors.HSMError(
+                f"{count} tokens in lab {self.lab_dir} are labelled {label!r}: one was added behind the "
+                "lab's back; refusing to guess which is yours (remove the stray token directory)"
+            )
+
+    def init_token(self, label: str, so_pin: str, user_pin: str) -> bool:
+        """Initialise a token with SO and user PINs and its signing key; False if already complete.
+
+        Resumable: a token whose init stopped half-way (no signing key yet) is
+        completed, never reported as initialised. python-pkcs11 has no
+        C_InitToken/C_InitPIN, so they are called through ctypes on the same module.
         """
-        _check_pin(so_pin, "SO PIN")
-        _check_pin(user_pin, "user PIN")
-        if len(label.encode()) > 32:
-            raise errors.InputError(f"token label {label!r} is longer than 32 bytes; shorten it")
+        low, high = self.pin_range()
+        _check_pin(so_pin, "SO PIN", low, high)
+        _check_pin(user_pin, "user PIN", low, high)
+        if not label or len(label.encode()) > 32:
+            raise errors.InputError(f"token label {label!r} must be 1 to 32 bytes; shorten it")
         with self.locked():
             lib = self.lib
             try:
-                for token in lib.get_tokens():
-                    if _token_initialized(token) and token.label == label:
-                        return False
+                self._check_unique(lib, label)
+                exists = any(_token_initialized(t) and t.label == label for t in lib.get_tokens())
                 free = [
                     slot
                     for slot in lib.get_slots(token_present=True)
@@ -259,19 +334,31 @@ class HSM:
                 ]
             except p11.PKCS11Error as exc:
                 raise _explain(exc, "looking for a free slot") from None
-            if not free:
-                raise errors.HSMError(f"no free slot to initialise token {label!r} on module {self.module}")
-            _ctypes_init_token(self.module, free[0].slot_id, label, so_pin, user_pin)
-            lib.reinitialize()
+            if not exists:
+                if not free:
+                    raise errors.HSMError(
+                        f"no free slot to initialise token {label!r} on module {self.module}"
+                    )
+                _ctypes_init_token(self.module, free[0].slot_id, label, so_pin, user_pin)
+                lib.reinitialize()
+        with self.session(label, so_pin=so_pin) as so:
+            missing = probe_module(so)
+        if missing:
+            raise errors.HSMError(
+                f"module {self.module} lacks what the ceremony needs: {', '.join(missing)}; "
+                "use a module that supports them"
+            )
         with self.session(label, user_pin=user_pin) as session:
+            complete = session.signing_key_exists()
             session.ensure_signing_key()
-        return True
+        return not (exists and complete)
 
     def signing_public_key(self, label: str) -> ec.EllipticCurvePublicKey:
         """The token's ceremony signing key, read without logging in (it is public)."""
         with self.locked():
             lib = self.lib
             try:
+                self._check_unique(lib, label)
                 token = lib.get_token(token_label=label)
                 with token.open(rw=False) as raw:
                     return TokenSession(raw, label).signing_public_key()
@@ -282,6 +369,30 @@ class HSM:
             except p11.PKCS11Error as exc:
                 raise _explain(exc, f"reading the signing key of token {label!r}") from None
 
+    def _token(self, lib: pkcs11.lib, label: str) -> pkcs11.Token:
+        try:
+            self._check_unique(lib, label)
+            return lib.get_token(token_label=label)
+        except p11.NoSuchToken:
+            raise errors.TokenNotInitialized(
+                f"no token {label!r} in lab {self.lab_dir}: run `hsm-lab init --token {label}`"
+            ) from None
+        except p11.PKCS11Error as exc:
+            raise _explain(exc, f"finding token {label!r}") from None
+
+    def _login(self, lib: pkcs11.lib, token: pkcs11.Token, label: str, **pins: str | None) -> pkcs11.Session:
+        try:
+            return token.open(rw=True, **pins)
+        except p11.PKCS11Error as exc:
+            # A failed login leaks the session (docs/softhsm.md); start clean.
+            lib.reinitialize()
+            who = "SO" if pins.get("so_pin") is not None else "user"
+            if isinstance(exc, p11.PinIncorrect):
+                raise errors.PinIncorrect(
+                    f"token {label!r}: the {who} PIN was refused; check it and try again"
+                ) from None
+            raise _explain(exc, f"opening token {label!r}") from None
+
     @contextmanager
     def session(
         self, label: str, *, user_pin: str | None = None, so_pin: str | None = None
@@ -289,39 +400,222 @@ class HSM:
         """A logged-in read/write session on token `label`, under the lab lock."""
         with self.locked():
             lib = self.lib
-            try:
-                token = lib.get_token(token_label=label)
-            except p11.NoSuchToken:
-                raise errors.TokenNotInitialized(
-                    f"no token {label!r} in lab {self.lab_dir}: run `hsm-lab init --token {label}`"
-                ) from None
-            except p11.PKCS11Error as exc:
-                raise _explain(exc, f"finding token {label!r}") from None
-            try:
-                raw = token.open(rw=True, user_pin=user_pin, so_pin=so_pin)
-            except p11.PKCS11Error as exc:
-                # A failed login leaks the session (FIELD-NOTES); start clean.
-                lib.reinitialize()
-                who = "SO" if so_pin is not None else "user"
-                if isinstance(exc, p11.PinIncorrect):
-                    raise errors.PinIncorrect(
-                        f"token {label!r}: the {who} PIN was refused; check it and try again"
-                    ) from None
-                raise _explain(exc, f"opening token {label!r}") from None
+            token = self._token(lib, label)
+            raw = self._login(lib, token, label, user_pin=user_pin, so_pin=so_pin)
             try:
                 with raw:
                     yield TokenSession(raw, label)
             except p11.PKCS11Error as exc:
                 raise _explain(exc, f"token {label!r}") from None
 
+    @contextmanager
+    def export_session(self, label: str, *, user_pin: str, so_pin: str) -> Iterator[ExportSession]:
+        """SO then user on one token, for BYOK, with nothing left on the token afterwards.
+
+        A public session is opened first; while the SO is logged in (a second
+        session) the TRUSTED wrapping key is made there as a *session object*; the
+        SO logs out, the user logs in, derives the class key as a session object
+        and wraps it. Closing the sessions (or kill -9) destroys both objects
+        (docs/softhsm.md: session objects are visible to every session of the process).
+        """
+        with self.locked():
+            lib = self.lib
+            token = self._token(lib, label)
+            try:
+                holder = token.open(rw=True)
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, f"opening token {label!r}") from None
+            try:
+                yield ExportSession(self, lib, token, label, holder, user_pin=user_pin, so_pin=so_pin)
+            except p11.PKCS11Error as exc:
+                raise _explain(exc, f"token {label!r}") from None
+            finally:
+                try:
+                    holder.close()
+                except p11.PKCS11Error:
+                    lib.reinitialize()
+
+
+class ExportSession:
+    """One BYOK export: a TRUSTED wrapping key made by the SO, used by the user, all in RAM."""
+
+    def __init__(
+        self,
+        hsm: HSM,
+        lib: pkcs11.lib,
+        token: pkcs11.Token,
+        label: str,
+        holder: pkcs11.Session,
+        *,
+        user_pin: str,
+        so_pin: str,
+    ) -> None:
+        self._hsm, self._lib, self._token, self.label = hsm, lib, token, label
+        self._holder = holder
+        self._user_pin, self._so_pin = user_pin, so_pin
+        self._wrapper: pkcs11.Key | None = None
+
+    def install_wrapping_key(self, algorithm: str, kms_public_der: bytes) -> bytearray | None:
+        """As the SO: the KMS public key (OAEP-SHA1) or a fresh AES transport key (composed), TRUSTED.
+
+        Returns the transport key's value for the composed algorithm (it is then
+        OAEP-SHA-256 wrapped to KMS in Python), None for OAEP-SHA1.
+        """
+        so = self._hsm._login(self._lib, self._token, self.label, so_pin=self._so_pin)
+        try:
+            if algorithm == "RSAES_OAEP_SHA_1":
+                self._wrapper = _create_trusted_rsa(self._holder, kms_public_der)
+                return None
+            key = self._holder.generate_key(
+                KeyType.AES,
+                256,
+                label="clefs-transport/session",
+                store=False,
+                template=TRANSPORT_KEY_TEMPLATE,
+            )
+            enforce_template(key, TRANSPORT_KEY_TEMPLATE, "the transport key")
+            self._wrapper = key
+            return bytearray(key[Attribute.VALUE])
+        finally:
+            so.close()
+
+    @contextmanager
+    def user(self) -> Iterator[TokenSession]:
+        """The user's session on the same token (the SO has logged out)."""
+        raw = self._hsm._login(self._lib, self._token, self.label, user_pin=self._user_pin)
+        with raw:
+            yield TokenSession(raw, self.label)
+
+    def wrap(self, session: TokenSession, class_key: pkcs11.SecretKey, algorithm: str) -> bytes:
+        if self._wrapper is None:
+            raise errors.HSMError("no wrapping key was installed for this export")
+        if algorithm == "RSAES_OAEP_SHA_1":
+            return self._wrapper.wrap_key(
+                class_key,
+                mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+            )
+        return self._wrapper.wrap_key(class_key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+
+
+def _create_trusted_rsa(session: pkcs11.Session, public_der: bytes) -> pkcs11.Key:
+    """A KMS wrapping public key as a TRUSTED, wrap-only, public session object."""
+    key = serialization.load_der_public_key(public_der)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise errors.InputError("the KMS wrapping key is not an RSA public key")
+    numbers = key.public_numbers()
+    template: dict[Attribute, object] = {
+        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+        Attribute.KEY_TYPE: KeyType.RSA,
+        Attribute.LABEL: "clefs-kms-wrap/session",
+        Attribute.TOKEN: False,
+        Attribute.PRIVATE: False,
+        Attribute.TRUSTED: True,
+        Attribute.WRAP: True,
+        Attribute.ENCRYPT: False,
+        Attribute.VERIFY: False,
+        Attribute.DERIVE: False,
+        Attribute.MODIFIABLE: False,
+        Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+        Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
+    }
+    created = session.create_object(template)
+    enforce_template(created, {Attribute.TOKEN: False, Attribute.TRUSTED: True}, "the KMS wrapping key")
+    return created
+
+
+def enforce_template(obj: pkcs11.Object, template: dict[Attribute, object], what: str) -> None:
+    """Read back every boolean attribute asked for; destroy the object on any difference.
+
+    Some modules silently ignore SENSITIVE or EXTRACTABLE on unwrap (docs/softhsm.md):
+    a key that is not exactly what was asked for must not stay on the token.
+    """
+    for attribute, wanted in template.items():
+        if not isinstance(wanted, bool):
+            continue
+        try:
+            actual = obj[attribute]
+        except p11.PKCS11Error:
+            actual = None
+        if actual != wanted:
+            try:
+                obj.destroy()
+            except p11.PKCS11Error:
+                pass
+            raise errors.HSMError(
+                f"{what}: the module set {attribute.name} to {actual}, not {wanted} as asked; "
+                "the object was destroyed (this module cannot be trusted with the ceremony)"
+            )
+
+
+# What `init` asks of a module before any ceremony runs on it.
+REQUIRED_MECHANISMS = (
+    Mechanism.EC_KEY_PAIR_GEN,
+    Mechanism.ECDSA,
+    Mechanism.AES_KEY_GEN,
+    Mechanism.AES_ECB_ENCRYPT_DATA,
+    Mechanism.AES_KEY_WRAP_PAD,
+    Mechanism.RSA_PKCS_KEY_PAIR_GEN,
+    Mechanism.RSA_PKCS_OAEP,
+)
+
+
+def probe_module(so: TokenSession) -> list[str]:
+    """Mechanisms and attributes the ceremony relies on that this module lacks (as the SO)."""
+    missing: list[str] = []
+    try:
+        available = set(so.raw.token.slot.get_mechanisms())
+    except p11.PKCS11Error:
+        available = set()
+    missing += [m.name for m in REQUIRED_MECHANISMS if m not in available]
+    probe_template = {
+        Attribute.TOKEN: False,
+        Attribute.PRIVATE: False,
+        Attribute.TRUSTED: True,
+        Attribute.WRAP_WITH_TRUSTED: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: True,
+        **_NO_USAGE,
+        Attribute.DERIVE: False,
+    }
+    key = None
+    try:
+        key = so.raw.generate_key(KeyType.AES, 256, store=False, template=probe_template)
+        for attribute in (Attribute.TRUSTED, Attribute.WRAP_WITH_TRUSTED, Attribute.SENSITIVE):
+            if key[attribute] is not True:
+                missing.append(attribute.name)
+    except p11.PKCS11Error:
+        missing.append("TRUSTED/WRAP_WITH_TRUSTED session keys")
+    finally:
+        if key is not None:
+            key.destroy()
+    data = None
+    try:
+        data = so.raw.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: False,
+                Attribute.LABEL: "clefs-probe",
+                Attribute.VALUE: b"probe",
+                Attribute.DESTROYABLE: False,
+                Attribute.MODIFIABLE: False,
+            }
+        )
+        if data[Attribute.DESTROYABLE] is not False:
+            missing.append("DESTROYABLE")
+    except p11.PKCS11Error:
+        missing.append("DESTROYABLE")
+    return missing
+
 
 def _token_initialized(token: pkcs11.Token) -> bool:
     return bool(token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED)
 
 
-def _check_pin(pin: str, what: str) -> None:
-    if not 4 <= len(pin.encode()) <= 255:
-        raise errors.InputError(f"the {what} must be 4 to 255 bytes long")
+def _check_pin(pin: str, what: str, low: int = 4, high: int = 255) -> None:
+    if not low <= len(pin.encode()) <= high:
+        raise errors.InputError(f"the {what} must be {low} to {high} bytes long (the module's range)")
 
 
 _CKR_NAMES = {
@@ -372,14 +666,32 @@ def _ctypes_init_token(module: Path, slot_id: int, label: str, so_pin: str, user
 
 
 class _TokenInfo(ctypes.Structure):
+    """CK_TOKEN_INFO up to the PIN length range (the rest is padding)."""
+
     _fields_ = [
         ("label", ctypes.c_char * 32),
         ("manufacturerID", ctypes.c_char * 32),
         ("model", ctypes.c_char * 16),
         ("serialNumber", ctypes.c_char * 16),
         ("flags", ctypes.c_ulong),
+        ("ulMaxSessionCount", ctypes.c_ulong),
+        ("ulSessionCount", ctypes.c_ulong),
+        ("ulMaxRwSessionCount", ctypes.c_ulong),
+        ("ulRwSessionCount", ctypes.c_ulong),
+        ("ulMaxPinLen", ctypes.c_ulong),
+        ("ulMinPinLen", ctypes.c_ulong),
         ("rest", ctypes.c_byte * 256),
     ]
+
+
+def _slot_ids(dll: ctypes.CDLL) -> list[int]:
+    count = ctypes.c_ulong(0)
+    if dll.C_GetSlotList(ctypes.c_ubyte(1), None, ctypes.byref(count)) != 0:
+        return []
+    slots = (ctypes.c_ulong * count.value)()
+    if dll.C_GetSlotList(ctypes.c_ubyte(1), slots, ctypes.byref(count)) != 0:
+        return []
+    return list(slots)
 
 
 def _slot_with_label(dll: ctypes.CDLL, slots: list[int], label32: bytes) -> int | None:
@@ -461,9 +773,9 @@ class TokenSession:
                 bytes(secret),
                 padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303
             )
-            template = dict(policy or SECRET_KEY_POLICY)
+            template = dict(policy or MASTER_KEY_TEMPLATE)
             template[Attribute.TOKEN] = store
-            return private.unwrap_key(
+            key = private.unwrap_key(
                 ObjectClass.SECRET_KEY,
                 KeyType.AES,
                 wrapped,
@@ -473,6 +785,8 @@ class TokenSession:
                 mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
                 template=template,
             )
+            enforce_template(key, template, f"key {label!r}")
+            return key
         finally:
             private.destroy()
             public.destroy()
@@ -510,97 +824,25 @@ class TokenSession:
     # -- L1 class keys (BYOK material) ---------------------------------------------
 
     def derive_class_key(self, master_label: str, data_class: str, version: int) -> pkcs11.SecretKey:
-        """The class key for (data_class, version), derived in the HSM from the master key.
+        """The class key for (data_class, version), derived from L0 as a session object.
 
-        Deterministic, see `class_key_derivation_data`; idempotent (an existing
-        object with the same label is returned). Wrappable only by TRUSTED keys.
+        Deterministic (see `class_key_derivation_data`), so it never needs to be
+        stored: it lives only in the session that wraps it for KMS and is gone when
+        that session closes, kill -9 included. Wrappable only under a TRUSTED key.
         """
-        label = class_key_label(data_class, version)
-        existing = self.find_secret_key(label)
-        if existing is not None:
-            return existing
         master = self.require_secret_key(master_label)
-        template = dict(SECRET_KEY_POLICY)
-        return master.derive_key(
+        template = dict(CLASS_KEY_TEMPLATE)
+        key = master.derive_key(
             KeyType.AES,
             256,
-            label=label,
-            store=True,
+            label=class_key_label(data_class, version),
+            store=False,
             mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
             mechanism_param=class_key_derivation_data(data_class, version),
             template=template,
         )
-
-    def install_trusted_wrapping_key(self, label: str, public_der: bytes) -> None:
-        """SO only: a KMS wrapping public key as a TRUSTED token object (public, wrap-only)."""
-        key = serialization.load_der_public_key(public_der)
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise errors.InputError("the KMS wrapping key is not an RSA public key")
-        numbers = key.public_numbers()
-        for old in self.raw.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: label}):
-            old.destroy()
-        self.raw.create_object(
-            {
-                Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                Attribute.KEY_TYPE: KeyType.RSA,
-                Attribute.LABEL: label,
-                Attribute.TOKEN: True,
-                Attribute.PRIVATE: False,
-                Attribute.TRUSTED: True,
-                Attribute.WRAP: True,
-                Attribute.ENCRYPT: False,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
-                Attribute.MODIFIABLE: False,
-                Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
-                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"),
-            }
-        )
-
-    def create_trusted_transport_key(self, label: str) -> bytearray:
-        """SO only: an ephemeral TRUSTED AES-256 wrapping key; returns its value.
-
-        For RSA_AES_KEY_WRAP_SHA_256, which SoftHSM2 cannot do in one mechanism
-        (its OAEP is SHA-1 only): the transport key is OAEP-SHA-256 wrapped in
-        Python, the class key is AES-KWP wrapped by it inside the HSM. The
-        class key itself never leaves the HSM in the clear.
-        """
-        key = self.raw.generate_key(
-            KeyType.AES,
-            256,
-            label=label,
-            store=True,
-            template={
-                Attribute.TOKEN: True,
-                Attribute.PRIVATE: False,
-                Attribute.TRUSTED: True,
-                Attribute.WRAP: True,
-                Attribute.SENSITIVE: False,
-                Attribute.EXTRACTABLE: True,
-                Attribute.ENCRYPT: False,
-                Attribute.DECRYPT: False,
-                Attribute.UNWRAP: False,
-                Attribute.SIGN: False,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
-            },
-        )
-        return bytearray(key[Attribute.VALUE])
-
-    def wrap_for_export(self, key_label: str, wrapping_label: str, mechanism: str) -> bytes:
-        """Wrap a class key under a TRUSTED key installed by the SO (RSA-OAEP-SHA1 or AES-KWP)."""
-        target = self.require_secret_key(key_label)
-        if mechanism == "RSA_OAEP_SHA1":
-            wrapper = self.raw.get_key(object_class=ObjectClass.PUBLIC_KEY, label=wrapping_label)
-            return wrapper.wrap_key(
-                target,
-                mechanism=Mechanism.RSA_PKCS_OAEP,
-                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
-            )
-        if mechanism == "AES_KWP":
-            wrapper = self.raw.get_key(object_class=ObjectClass.SECRET_KEY, label=wrapping_label)
-            return wrapper.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_PAD)
-        raise errors.InputError(f"unknown export mechanism {mechanism!r}")
+        enforce_template(key, template, f"class key {data_class} v{version}")
+        return key
 
     def destroy_objects(self, label: str) -> int:
         found = list(self.raw.get_objects({Attribute.LABEL: label}))
@@ -611,13 +853,91 @@ class TokenSession:
     def destroy_key(self, label: str) -> None:
         self.require_secret_key(label).destroy()
 
+    def sweep_ephemeral(self) -> list[str]:
+        """Destroy token objects that may only ever live inside one step; return what went.
+
+        Ephemeral labels (`EPHEMERAL_PREFIXES`) and any TRUSTED object: Clefs keeps
+        wrapping keys as session objects, so one on the token is a leftover of an
+        interrupted step or was planted, and a TRUSTED key can wrap class keys.
+        """
+        removed: list[str] = []
+        for obj in list(self.raw.get_objects({Attribute.TOKEN: True})):
+            try:
+                label = str(obj[Attribute.LABEL])
+                object_class = obj[Attribute.CLASS]
+            except p11.PKCS11Error:
+                continue
+            if object_class not in (ObjectClass.SECRET_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY):
+                continue
+            trusted = False
+            try:
+                trusted = bool(obj[Attribute.TRUSTED])
+            except p11.PKCS11Error:
+                trusted = False
+            if trusted or label.startswith(EPHEMERAL_PREFIXES):
+                obj.destroy()
+                removed.append(f"{object_class.name.lower()} {label!r}" + (" (TRUSTED)" if trusted else ""))
+        return removed
+
+    # -- append-only records (data objects nobody can change or destroy) ------------
+
+    def write_record(self, label: str, value: bytes) -> None:
+        """A private data object that even the user PIN cannot modify or destroy.
+
+        SoftHSM2 2.6.1 refuses both for MODIFIABLE=False, DESTROYABLE=False objects
+        (docs/softhsm.md, measured): the token holds an append-only record.
+        """
+        template: dict[Attribute, object] = {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.APPLICATION: RECORD_APPLICATION,
+            Attribute.LABEL: label,
+            Attribute.VALUE: value,
+            Attribute.MODIFIABLE: False,
+            Attribute.DESTROYABLE: False,
+        }
+        created = self.raw.create_object(template)
+        for attribute in (Attribute.MODIFIABLE, Attribute.DESTROYABLE):
+            if created[attribute] is not False:
+                raise errors.HSMError(
+                    f"token {self.token_label!r}: the module did not keep record {label!r} "
+                    f"{attribute.name}=False; it cannot hold an append-only record"
+                )
+
+    def records(self, prefix: str) -> list[tuple[str, bytes]]:
+        """(label, value) of this application's data objects whose label starts with `prefix`."""
+        found = []
+        for obj in self.raw.get_objects({Attribute.CLASS: ObjectClass.DATA}):
+            try:
+                label = str(obj[Attribute.LABEL])
+                if not label.startswith(prefix):
+                    continue
+                found.append((label, bytes(obj[Attribute.VALUE])))
+            except p11.PKCS11Error:
+                continue
+        return found
+
     # -- ceremony signing key --------------------------------------------------
 
+    def signing_key_exists(self) -> bool:
+        return self._signing_public() is not None and bool(
+            list(
+                self.raw.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: SIGNING_LABEL}
+                )
+            )
+        )
+
     def ensure_signing_key(self) -> ec.EllipticCurvePublicKey:
-        """The token's EC P-256 signing key (created once, never extractable)."""
+        """The token's EC P-256 signing key (created once, never extractable).
+
+        A half-made pair (an init killed mid-way) is removed and made again.
+        """
         existing = self._signing_public()
-        if existing is not None:
+        if existing is not None and self.signing_key_exists():
             return existing
+        self.destroy_objects(SIGNING_LABEL)
         params = self.raw.create_domain_parameters(
             KeyType.EC,
             {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
@@ -647,8 +967,15 @@ class TokenSession:
                 Attribute.DERIVE: False,
             },
         )
+        private = self.raw.get_key(object_class=ObjectClass.PRIVATE_KEY, label=SIGNING_LABEL)
+        enforce_template(
+            private,
+            {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True},
+            "the ceremony signing key",
+        )
         created = self._signing_public()
-        assert created is not None
+        if created is None:
+            raise errors.HSMError(f"token {self.token_label!r}: the signing key pair was not stored")
         return created
 
     def _signing_public(self) -> ec.EllipticCurvePublicKey | None:
@@ -681,6 +1008,9 @@ class TokenSession:
         result: list[KeyInfo] = []
         for obj in self.raw.get_objects():
             object_class = obj[Attribute.CLASS]
+            if object_class == ObjectClass.DATA:
+                result.append(KeyInfo(str(obj[Attribute.LABEL]), "data", "-", None, _data_attributes(obj)))
+                continue
             if object_class not in (
                 ObjectClass.SECRET_KEY,
                 ObjectClass.PRIVATE_KEY,
@@ -708,6 +1038,16 @@ class TokenSession:
         return sorted(result, key=lambda k: (k.label, k.object_class))
 
 
+def _data_attributes(obj: pkcs11.Object) -> dict[str, bool]:
+    flags = {}
+    for attribute in (Attribute.TOKEN, Attribute.PRIVATE, Attribute.MODIFIABLE, Attribute.DESTROYABLE):
+        try:
+            flags[attribute.name.lower()] = bool(obj[attribute])
+        except p11.PKCS11Error:
+            continue
+    return flags
+
+
 _REPORTED_ATTRIBUTES = (
     Attribute.TOKEN,
     Attribute.PRIVATE,
@@ -728,4 +1068,4 @@ _REPORTED_ATTRIBUTES = (
     Attribute.DERIVE,
 )
 
-__all__ = ["HSM", "KeyInfo", "TokenSession", "find_module", "wipe"]
+__all__ = ["HSM", "ExportSession", "KeyInfo", "TokenSession", "enforce_template", "find_module", "wipe"]

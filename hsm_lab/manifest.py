@@ -2,9 +2,11 @@
 
 It says which ceremony, K of N, who the custodians are and how their shares
 are sealed, one commitment per share, the master key's KCV, and which share
-sets it retires. It is signed in the HSM by the ceremony signing key (ES256,
-detached JWS over the canonical JSON); the public key travels inside, and
-callers that can reach the signing token pin it (`expected_key`).
+sets it retires, and the public half of the quorum authority key (derived from
+L0; see `hsm_lab.authority`). It is signed in the HSM by the ceremony signing
+key (ES256, detached JWS over the canonical JSON); the public key travels
+inside, and whether that key may sign is decided by the record
+(`hsm_lab.record`): only the pinned signer or a quorum-authorised one.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from hsm_lab.encoding import (
 from hsm_lab.fs import atomic_write_text
 from hsm_lab.hsm import TokenSession
 
-MANIFEST_FORMAT = "clefs.manifest/v1"
+MANIFEST_FORMAT = "clefs.manifest/v2"
 CEREMONY_ID = re.compile(r"^cer-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 REQUIRED_FIELDS = {
     "format",
@@ -51,6 +53,7 @@ REQUIRED_FIELDS = {
     "signer",
     "retires",
     "weakened",
+    "quorum_authority",
 }
 
 
@@ -93,6 +96,16 @@ class SignedManifest:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise errors.ManifestError("manifest signer key is not an EC key")
         return key
+
+    @property
+    def signer_fingerprint(self) -> str:
+        return sha256_hex(public_key_der(self.signer_key))
+
+    @property
+    def quorum_authority_key(self) -> ec.EllipticCurvePublicKey:
+        from hsm_lab.authority import public_key
+
+        return public_key(self.body["quorum_authority"])
 
     def to_json(self) -> str:
         return json.dumps({"manifest": self.body, "signature": self.signature}, indent=2) + "\n"
@@ -205,3 +218,6 @@ def _check_body(body: dict[str, Any]) -> None:
         raise errors.ManifestError("signer must name token, key_id, public_key, algorithm")
     if not isinstance(body["retires"], list) or not isinstance(body["weakened"], list):
         raise errors.ManifestError("retires and weakened must be lists")
+    quorum_authority = body["quorum_authority"]
+    if not isinstance(quorum_authority, dict) or set(quorum_authority) != {"fingerprint", "public_key"}:
+        raise errors.ManifestError("quorum_authority must name fingerprint and public_key")

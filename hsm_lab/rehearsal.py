@@ -22,6 +22,7 @@ from hsm_lab import ceremony, errors, shares
 from hsm_lab.custodians import Custodian
 from hsm_lab.hsm import HSM, KeyInfo
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, RECOVERY_TOKEN, Lab
+from hsm_lab.record import Record
 from hsm_lab.shares import Share
 
 FIRST_CUSTODIANS = ("amelie", "bastien", "chloe", "damien", "elodie", "fabrice", "gaelle")
@@ -64,6 +65,10 @@ class Rehearsal:
     transcript_entries: int = 0
     transcript_head: str = ""
     signer_key_id: str = ""
+    pinned_signer: str = ""
+    recovery_signer: str = ""
+    token_heads: int = 0
+    authorised_signers: int = 0
 
 
 def _timed(report: Rehearsal, step: str, action: Callable[[], object]) -> object:
@@ -103,12 +108,23 @@ def rehearse(
     lab = Lab(lab_dir.resolve())
     report = Rehearsal(lab)
     hsm = HSM(lab.root, module)
-    pins = pins or {token: secrets.token_urlsafe(12) for token in (PRIMARY_TOKEN, RECOVERY_TOKEN)}
-    so_pin = so_pin or secrets.token_urlsafe(12)
+    low, high = hsm.pin_range()
+    pins = pins or {token: random_pin(low, high) for token in (PRIMARY_TOKEN, RECOVERY_TOKEN)}
+    so_pin = so_pin or random_pin(low, high)
 
-    on_step("initialising two tokens (primary HSM, recovery HSM)")
+    on_step("initialising two tokens (primary HSM, recovery HSM); the primary's key is pinned")
     for token, pin in pins.items():
-        _timed(report, f"init {token}", lambda t=token, p=pin: hsm.init_token(t, so_pin, p))
+        result = _timed(
+            report,
+            f"init {token}",
+            lambda t=token, p=pin: ceremony.init_token(
+                hsm, lab, token=t, so_pin=so_pin, user_pin=p, actor="rehearsal"
+            ),
+        )
+        assert isinstance(result, ceremony.InitResult)
+        report.pinned_signer = result.anchor.fingerprint
+        if token == RECOVERY_TOKEN:
+            report.recovery_signer = result.fingerprint
 
     people = {name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in FIRST_CUSTODIANS}
     report.custodians.update(people)
@@ -161,6 +177,10 @@ def rehearse(
             actor="rehearsal",
             sources=[(n, share_source(lab, first.ceremony_id, people[n])) for n in quorum],
             on_event=lambda who, what: report.events.append((who, what)),
+            authorise_signer=True,
+            expect_kcv=first.kcv,
+            expect_signer=report.pinned_signer,
+            expect_ceremony=first.ceremony_id,
         )
 
     _manifest, used, kcv_recovery = _timed(report, "import", import_step)  # type: ignore[misc]
@@ -210,13 +230,23 @@ def rehearse(
         raise errors.QuorumError("a retired share was accepted after the rekey")
     report.retired_share_refusal = retired[0].detail
 
-    on_step("verifying the transcript chain and its HSM-signed head")
-    verified = ceremony.transcript(lab).verify(hsm.signing_public_key)
-    report.transcript_entries = verified.entries
-    report.transcript_head = verified.head
-    report.signer_key_id = verified.signer_key_id
+    on_step("verifying the record: chain, manifests, signers, head, the recovery token's committed heads")
+    with hsm.session(RECOVERY_TOKEN, user_pin=pins[RECOVERY_TOKEN]) as session:
+        state = Record.open(lab, session, expect=report.pinned_signer, actor="rehearsal").state
+    assert state.head is not None
+    report.transcript_entries = len(state.entries)
+    report.transcript_head = state.head.head
+    report.signer_key_id = state.head.signer_key_id
+    report.token_heads = state.token_heads or 0
+    report.authorised_signers = len(state.signers)
     report.timings["total"] = time.perf_counter() - start
     return report
+
+
+def random_pin(low: int, high: int) -> str:
+    """A random PIN the module accepts (its length range), never shown."""
+    length = min(max(16, low), high)
+    return secrets.token_urlsafe(length)[:length]
 
 
 def _master_info(hsm: HSM, token: str, pin: str) -> KeyInfo:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyrage
 import pyshamir
@@ -24,7 +25,7 @@ import pyshamir
 from hsm_lab import errors
 from hsm_lab.custodians import Custodian, check_name
 from hsm_lab.encoding import b64, b64_decode, canonical_json
-from hsm_lab.fs import wipe
+from hsm_lab.fs import FILE_MODE, atomic_write_bytes, wipe
 
 SHARE_FORMAT = "clefs.share/v1"
 COMMITMENT_DOMAIN = b"clefs.share-commitment/v1\x00"
@@ -172,6 +173,11 @@ def unseal(
         return parse_share(bytes(payload), claimed)
     finally:
         wipe(payload)
+
+
+def write_sealed(path: Path, blob: bytes) -> None:
+    """A sealed share file, owner-only (0600), whole or absent."""
+    atomic_write_bytes(path, blob, FILE_MODE)
 
 
 def is_passphrase_sealed(sealed: bytes) -> bool:

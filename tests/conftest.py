@@ -42,12 +42,16 @@ class LabUnderTest:
     tokens: list[str] = field(default_factory=list)
 
     def new_token(self, label: str) -> str:
-        self.hsm.init_token(label, self.so_pin, self.pin)
+        """Another token in the lab: it pins the lab's signer, and signs once a quorum authorises it."""
+        ceremony.init_token(
+            self.hsm, self.lab, token=label, so_pin=self.so_pin, user_pin=self.pin, actor="pytest"
+        )
         self.tokens.append(label)
         return label
 
 
 def make_lab(root: Path) -> LabUnderTest:
+    """A lab whose first token (the primary) pins its signing key as the lab's signer."""
     lab = Lab(root)
     hsm = HSM(root)
     under_test = LabUnderTest(lab, hsm, secrets.token_urlsafe(10), secrets.token_urlsafe(10))

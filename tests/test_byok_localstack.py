@@ -65,7 +65,8 @@ def deployed(localstack, clients) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def byok_dealt(tmp_path_factory: pytest.TempPathFactory) -> Dealt:
     """A lab of its own: class keys derived here must not show up in the ceremony tests' token."""
-    return deal(make_lab(tmp_path_factory.mktemp("byok-lab")), names=("alice", "carol", "dave"), threshold=3)
+    lab = make_lab(tmp_path_factory.mktemp("byok-lab"))
+    return deal(lab, names=("alice", "carol", "dave", "erin"), threshold=3)
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,7 @@ def test_import_with_too_few_shares_is_refused(cli_lab: dict, run_cli) -> None:
         "import",
         "--token",
         RECOVERY_TOKEN,
+        "--authorise-signer",
         *share_args(cli_lab, NAMES[:4]),
         lab=cli_lab["lab"],
         pin=cli_lab["pin"],
@@ -111,7 +112,7 @@ def test_import_with_too_few_shares_is_refused(cli_lab: dict, run_cli) -> None:
     assert "4 valid shares presented, 5 needed" in one_line_error(result)
 
 
-def test_import_with_a_quorum_then_status_and_transcript(cli_lab: dict, run_cli) -> None:
+def test_import_into_a_new_token_needs_the_quorum_to_authorise_it(cli_lab: dict, run_cli) -> None:
     result = run_cli(
         "import",
         "--token",
@@ -120,16 +121,33 @@ def test_import_with_a_quorum_then_status_and_transcript(cli_lab: dict, run_cli)
         lab=cli_lab["lab"],
         pin=cli_lab["pin"],
     )
+    assert "pass --authorise-signer" in one_line_error(result)
+
+
+def test_import_with_a_quorum_then_status_and_transcript(cli_lab: dict, run_cli) -> None:
+    result = run_cli(
+        "import",
+        "--token",
+        RECOVERY_TOKEN,
+        "--authorise-signer",
+        *share_args(cli_lab, NAMES[1:6]),
+        lab=cli_lab["lab"],
+        pin=cli_lab["pin"],
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((cli_lab["lab"] / "ceremonies" / cli_lab["ceremony"] / "manifest.json").read_text())
     kcv = manifest["manifest"]["kcv"]
     assert f"HSM KCV {kcv} = manifest KCV {kcv}" in result.stdout
+    assert f"current share set: ceremony {cli_lab['ceremony']}, 5-of-7, KCV {kcv}" in result.stdout
     status = run_cli("status", "--token", RECOVERY_TOKEN, "--json", lab=cli_lab["lab"], pin=cli_lab["pin"])
     assert status.returncode == 0, status.stderr
-    keys = {(k["label"], k["object_class"]): k for k in json.loads(status.stdout)}
+    doc = json.loads(status.stdout)
+    assert doc["schema"] == "clefs.status/v1" and doc["unexplained"] == [] and doc["missing"] == []
+    keys = {(k["label"], k["object_class"]): k for k in doc["objects"]}
     master = keys[("clefs-master", "secret_key")]
     assert master["kcv"] == kcv
-    assert master["attributes"]["sensitive"] and master["attributes"]["wrap_with_trusted"]
+    assert master["attributes"]["sensitive"] and not master["attributes"]["extractable"]
+    assert len(doc["authorised_signers"]) == 2, "the quorum authorised the recovery token's key"
     again = run_cli(
         "import",
         "--token",
@@ -197,8 +215,8 @@ def test_transcript_records_init_and_each_step(cli_lab: dict) -> None:
     lines = (cli_lab["lab"] / "transcript.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
     actions = [e["action"] for e in entries]
-    assert actions[:3] == ["init", "init", "generate"]
-    assert {e["params"]["token"] for e in entries[:2]} == {"clefs-primary", RECOVERY_TOKEN}
+    assert actions[:2] == ["init", "generate"], "a second token signs nothing until a quorum authorises it"
+    assert entries[0]["params"]["token"] == "clefs-primary"
     assert all(e["actor"] == "pytest-cli" for e in entries)
     text = "\n".join(lines)
     assert cli_lab["pin"] not in text and cli_lab["so_pin"] not in text

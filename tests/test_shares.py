@@ -32,18 +32,36 @@ def test_split_preconditions_each_have_their_own_message(threshold: int, count: 
 
 
 @pytest.mark.parametrize(
-    ("threshold", "count", "allowed_strict"),
-    [(5, 7, True), (4, 7, True), (3, 5, True), (3, 6, False), (2, 3, False), (4, 8, False), (7, 7, True)],
+    ("threshold", "count", "flags_needed"),
+    [
+        (5, 7, set()),
+        (4, 7, set()),
+        (3, 5, set()),
+        (3, 6, {"--allow-weak-quorum"}),
+        (2, 3, {"--allow-weak-quorum"}),
+        (4, 8, {"--allow-weak-quorum"}),
+        (7, 7, {"--allow-no-spare"}),
+        (3, 3, {"--allow-no-spare"}),
+        (2, 2, {"--allow-weak-quorum", "--allow-no-spare"}),
+    ],
 )
 def test_strict_quorum_default_and_explicit_weakening(
-    threshold: int, count: int, allowed_strict: bool
+    threshold: int, count: int, flags_needed: set[str]
 ) -> None:
-    if allowed_strict:
-        assert quorum_weaknesses(threshold, count, allow_weak=False) == []
-    else:
-        with pytest.raises(errors.InputError, match="--allow-weak-quorum"):
-            quorum_weaknesses(threshold, count, allow_weak=False)
-        assert quorum_weaknesses(threshold, count, allow_weak=True), "weakening must be recorded"
+    """Each weakening needs its own flag, and every accepted weakening is recorded."""
+    weak = "--allow-weak-quorum" in flags_needed
+    spare = "--allow-no-spare" in flags_needed
+    assert quorum_weaknesses(threshold, count, allow_weak=weak, allow_no_spare=spare).__len__() == len(
+        flags_needed
+    )
+    for flag in flags_needed:
+        with pytest.raises(errors.InputError, match=flag):
+            quorum_weaknesses(
+                threshold,
+                count,
+                allow_weak=weak and flag != "--allow-weak-quorum",
+                allow_no_spare=spare and flag != "--allow-no-spare",
+            )
 
 
 def test_split_then_any_threshold_subset_combines_to_the_secret() -> None:

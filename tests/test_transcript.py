@@ -11,24 +11,35 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hsm_lab import ceremony, errors
+from hsm_lab import errors
 from hsm_lab.lab import PRIMARY_TOKEN, Lab
 from hsm_lab.manifest import parse_manifest
-from hsm_lab.transcript import Transcript
+from hsm_lab.record import Record, lab_transcript, verify_lab
+from hsm_lab.transcript import Transcript, Verified
 from tests.conftest import Dealt
+
+
+def lab_copy(dealt: Dealt, target: Path) -> Lab:
+    """A copy of the dealt lab: files and token store, with two more entries first."""
+    lab = dealt.env.lab
+    with dealt.env.hsm.session(PRIMARY_TOKEN, user_pin=dealt.env.pin) as session:
+        opened = Record.open(lab, session)
+        opened.append("pytest", "drill", {"note": "second"})
+        opened.append("pytest", "drill", {"note": "third"})
+    shutil.copytree(lab.root, target, ignore=shutil.ignore_patterns("hsm.lock"))
+    return Lab(target)
 
 
 @pytest.fixture
 def copy(dealt: Dealt, tmp_path: Path) -> Transcript:
     """A copy of the dealt lab's transcript (three or more signed entries)."""
-    lab = dealt.env.lab
-    with dealt.env.hsm.session(PRIMARY_TOKEN, user_pin=dealt.env.pin) as session:
-        log = ceremony.transcript(lab)
-        log.append(session, "pytest", "drill", {"note": "second"})
-        log.append(session, "pytest", "drill", {"note": "third"})
-    shutil.copy(lab.transcript, tmp_path / "t.jsonl")
-    shutil.copy(lab.transcript_head, tmp_path / "h.json")
-    return Transcript(tmp_path / "t.jsonl", tmp_path / "h.json")
+    return lab_transcript(lab_copy(dealt, tmp_path / "copy"))
+
+
+def verify(t: Transcript) -> Verified:
+    state = verify_lab(Lab(t.path.parent))
+    assert state.head is not None
+    return state.head
 
 
 def lines(t: Transcript) -> list[dict]:
@@ -39,8 +50,8 @@ def rewrite(t: Transcript, entries: list[dict]) -> None:
     t.path.write_text("".join(json.dumps(e) + "\n" for e in entries))
 
 
-def test_untouched_transcript_verifies_against_the_hsm_key(dealt: Dealt, copy: Transcript) -> None:
-    verified = copy.verify(dealt.env.hsm.signing_public_key)
+def test_untouched_transcript_verifies_against_the_pinned_key(dealt: Dealt, copy: Transcript) -> None:
+    verified = verify(copy)
     assert verified.entries == len(lines(copy)) >= 3
     assert verified.signer_token == PRIMARY_TOKEN
 
@@ -80,7 +91,7 @@ def test_edits_are_caught_and_the_first_broken_entry_named(
 ) -> None:
     rewrite(copy, edit(lines(copy)))
     with pytest.raises(errors.TranscriptError, match=message):
-        copy.verify(dealt.env.hsm.signing_public_key)
+        verify(copy)
 
 
 def test_a_forged_head_signature_is_refused(dealt: Dealt, copy: Transcript) -> None:
@@ -89,7 +100,7 @@ def test_a_forged_head_signature_is_refused(dealt: Dealt, copy: Transcript) -> N
     doc["signature"]["signature"] = ("A" if signature[0] != "A" else "B") + signature[1:]
     copy.head_path.write_text(json.dumps(doc))
     with pytest.raises(errors.TranscriptError, match="head signature does not verify"):
-        copy.verify(dealt.env.hsm.signing_public_key)
+        verify(copy)
 
 
 def test_a_head_rewritten_to_match_a_truncated_chain_is_refused(dealt: Dealt, copy: Transcript) -> None:
@@ -99,21 +110,20 @@ def test_a_head_rewritten_to_match_a_truncated_chain_is_refused(dealt: Dealt, co
     doc["head"]["seq"], doc["head"]["hash"] = entries[-1]["seq"], entries[-1]["hash"]
     copy.head_path.write_text(json.dumps(doc))
     with pytest.raises(errors.TranscriptError, match="head signature does not verify"):
-        copy.verify(dealt.env.hsm.signing_public_key)
+        verify(copy)
 
 
 def test_cli_transcript_verify_exits_non_zero_on_tampering(dealt: Dealt, tmp_path: Path, run_cli) -> None:
-    lab = Lab(tmp_path / "lab-copy")
-    shutil.copytree(dealt.env.lab.root, lab.root, ignore=shutil.ignore_patterns("hsm.lock"))
-    ok = run_cli("transcript", "verify", lab=lab.root)
+    lab = lab_copy(dealt, tmp_path / "lab-copy")
+    ok = run_cli("transcript", "verify", lab=lab.root, pin=dealt.env.pin)
     assert ok.returncode == 0, ok.stderr
-    assert "transcript OK" in ok.stdout
+    assert "transcript OK" in ok.stdout and "committed heads held by token" in ok.stdout
     entries = [json.loads(line) for line in lab.transcript.read_text().splitlines()]
-    entries[0]["params"]["threshold"] = 2
+    entries[1]["params"]["threshold"] = 2
     lab.transcript.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    bad = run_cli("transcript", "verify", lab=lab.root)
+    bad = run_cli("transcript", "verify", lab=lab.root, pin=dealt.env.pin)
     assert bad.returncode == 1
-    assert bad.stderr.strip().count("\n") == 0 and "transcript entry 1 (generate)" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "transcript entry 2 (generate)" in bad.stderr
 
 
 @given(st.text(max_size=300))
@@ -135,6 +145,7 @@ def test_manifest_parser_refuses_anything_unsigned(text: str) -> None:
             "retires",
             "weakened",
             "created",
+            "quorum_authority",
         ]
     ),
     st.none() | st.integers() | st.text(max_size=12) | st.lists(st.integers(), max_size=2),
