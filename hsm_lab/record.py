@@ -522,7 +522,8 @@ class Record:
         if on_disk != self.state.current:
             raise errors.TranscriptError(
                 f"{marker} says {on_disk or 'nothing'}, the verified record says "
-                f"{self.state.current or 'none'}: the lab was rolled back or edited; restore it, or compare with the witnessed record"
+                f"{self.state.current or 'none'}: the lab was rolled back or edited; restore it, "
+                "or compare with the witnessed record"
             )
 
 
