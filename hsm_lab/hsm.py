@@ -850,6 +850,17 @@ class TokenSession:
             obj.destroy()
         return len(found)
 
+    def destroy_secret_keys(self, label: str) -> int:
+        """Destroy token *secret keys* with this label (never a signing key, record or anchor)."""
+        found = list(
+            self.raw.get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label, Attribute.TOKEN: True}
+            )
+        )
+        for obj in found:
+            obj.destroy()
+        return len(found)
+
     def destroy_key(self, label: str) -> None:
         self.require_secret_key(label).destroy()
 

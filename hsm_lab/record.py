@@ -33,7 +33,7 @@ from mnemonic import Mnemonic
 from hsm_lab import authority, errors, txn
 from hsm_lab.encoding import b64, b64_decode, canonical_json, key_id, public_key_der, sha256_hex
 from hsm_lab.fs import atomic_write_text
-from hsm_lab.hsm import TokenSession
+from hsm_lab.hsm import SIGNING_LABEL, TokenSession
 from hsm_lab.lab import Lab
 from hsm_lab.manifest import CEREMONY_ID, SignedManifest, load_manifest
 from hsm_lab.transcript import Transcript, Verified, check_chain
@@ -404,7 +404,9 @@ class Record:
             )
         transcript = lab_transcript(lab)
         heads = token_heads(session)
-        recovered = transcript.recover_journal(session, {h["hash"] for h in heads})
+        recovered = transcript.recover_journal(
+            session, {h["hash"] for h in heads}, lambda action: action in COMMITTED_ACTIONS
+        )
         state = verify_record(transcript, lab.manifest_path, anchor, heads=heads, expect=expect)
         record = cls(lab, session, state)
         if recovered:
@@ -487,9 +489,11 @@ class Record:
         explained = self.state.explained_keys(intent.token)
         destroyed = []
         for label in intent.objects:
-            if label in explained:
-                continue  # a committed step put it there: never touched
-            for _ in range(self.session.destroy_objects(label)):
+            # An intent is only a hint (a planted one too): only a secret key that no
+            # committed step explains is ever destroyed; never the signing key or a record.
+            if label in explained or label == SIGNING_LABEL:
+                continue
+            for _ in range(self.session.destroy_secret_keys(label)):
                 destroyed.append(label)
         removed = None
         if intent.ceremony_id and intent.ceremony_id not in self.state.manifests:
@@ -529,8 +533,6 @@ class Record:
 
 def reconcile(state: RecordState, token: str, inventory: list[Any]) -> tuple[list[str], list[str]]:
     """(objects on the token the record does not explain, keys the record puts there that are gone)."""
-    from hsm_lab.hsm import SIGNING_LABEL
-
     explained = state.explained_keys(token)
     unexplained: list[str] = []
     seen: set[str] = set()

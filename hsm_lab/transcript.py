@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +190,9 @@ class Transcript:
         fsync_dir(self.path.parent)
         self.journal_path.unlink(missing_ok=True)
 
-    def recover_journal(self, session: TokenSession, recorded: set[str]) -> str | None:
+    def recover_journal(
+        self, session: TokenSession, recorded: set[str], needs_record: Callable[[str], bool]
+    ) -> str | None:
         """Finish or discard an interrupted append; returns what was done, or None.
 
         Rolled forward only when the token vouches for the entry: it holds the
@@ -212,7 +215,7 @@ class Transcript:
             self.journal_path.unlink(missing_ok=True)
             return None  # the line made it; the head may lag: rewrite it below
         vouched = entry.get("hash") in recorded
-        if not vouched:
+        if not vouched and not needs_record(str(entry.get("action"))):
             try:
                 public = session.signing_public_key()
                 vouched = key_id(public) == head_doc["head"].get("key_id") and head_doc["head"].get(

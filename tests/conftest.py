@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -48,6 +49,12 @@ class LabUnderTest:
         )
         self.tokens.append(label)
         return label
+
+
+def copy_lab(env: LabUnderTest, target: Path) -> LabUnderTest:
+    """An independent copy of a lab: its files and its SoftHSM2 token store, same PINs."""
+    shutil.copytree(env.lab.root, target, ignore=shutil.ignore_patterns("hsm.lock"))
+    return LabUnderTest(Lab(target), HSM(target), env.so_pin, env.pin, list(env.tokens))
 
 
 def make_lab(root: Path) -> LabUnderTest:

@@ -151,21 +151,29 @@ def test_class_keys_are_deterministic_and_distinct(byok: Byok, imported) -> None
     assert byok.derive("appointments", 2) != kcvs["appointments"]
 
 
-def test_the_class_key_in_the_hsm_is_wrappable_only_by_trusted_keys(byok_dealt: Dealt, imported) -> None:
+def test_class_keys_live_only_in_the_export_session_and_wrap_only_under_trusted_keys(
+    byok_dealt: Dealt, imported
+) -> None:
+    """Item 2 of issue 7: after BYOK the token holds no class key and no TRUSTED key."""
     import pkcs11
-    from pkcs11 import Attribute, KeyType, Mechanism
+    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
     env = byok_dealt.env
     with env.hsm.session(PRIMARY_TOKEN, user_pin=env.pin) as session:
-        key = session.require_secret_key("clefs-l1/appointments/v1")
-        assert key[Attribute.SENSITIVE] and key[Attribute.WRAP_WITH_TRUSTED]
+        labels = {
+            str(o[Attribute.LABEL])
+            for o in session.raw.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})
+        }
+        assert labels == {"clefs-master"}, "no L1 class key and no wrapping key on the token"
+        assert list(session.raw.get_objects({Attribute.TRUSTED: True})) == []
+        key = session.derive_class_key("clefs-master", "appointments", 1)  # a session object
+        assert key[Attribute.SENSITIVE] and key[Attribute.WRAP_WITH_TRUSTED] and not key[Attribute.TOKEN]
         with pytest.raises(pkcs11.exceptions.AttributeSensitive):
             key[Attribute.VALUE]
         plain = session.raw.generate_key(KeyType.AES, 256, store=False, template={Attribute.WRAP: True})
         with pytest.raises(pkcs11.exceptions.PKCS11Error):
             plain.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
-        leftovers = list(session.raw.get_objects({Attribute.TRUSTED: True}))
-        assert leftovers == [], "wrapping keys are removed after each import"
+        assert session.kcv(key) == imported["appointments"][0].kcv
 
 
 def test_an_import_token_of_another_key_or_region_is_refused(byok: Byok, deployed, imported, clients) -> None:
@@ -325,7 +333,7 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
     people.write_text(
         "".join(
             f'[[custodian]]\nname = "c{i}"\nrecipient = "{pyrage.x25519.Identity.generate().to_public()}"\n'
-            for i in range(3)
+            for i in range(4)
         )
     )
     for args in (
