@@ -516,6 +516,8 @@ class Record:
             note = f" (not recorded: token {intent.token!r} is not an authorised signer)"
         intent.finish()
         what = ", ".join(destroyed) or "no HSM object"
+        if intent.step == "byok.import":
+            note += f"; KMS may already hold the material ({intent.about}): run `byok import` again"
         self.warnings.append(
             f"rolled back the interrupted {intent.step} ({intent.txn}): destroyed {what}{note}"
         )
