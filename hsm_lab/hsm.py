@@ -872,13 +872,15 @@ class TokenSession:
         interrupted step or was planted, and a TRUSTED key can wrap class keys.
         """
         removed: list[str] = []
-        for obj in list(self.raw.get_objects({Attribute.TOKEN: True})):
+        keys = [
+            (object_class, obj)
+            for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY)
+            for obj in self.raw.get_objects({Attribute.CLASS: object_class, Attribute.TOKEN: True})
+        ]
+        for object_class, obj in keys:
             try:
                 label = str(obj[Attribute.LABEL])
-                object_class = obj[Attribute.CLASS]
             except p11.PKCS11Error:
-                continue
-            if object_class not in (ObjectClass.SECRET_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY):
                 continue
             trusted = False
             try:
@@ -916,18 +918,17 @@ class TokenSession:
                     f"{attribute.name}=False; it cannot hold an append-only record"
                 )
 
-    def records(self, prefix: str) -> list[tuple[str, bytes]]:
-        """(label, value) of this application's data objects whose label starts with `prefix`."""
-        found = []
-        for obj in self.raw.get_objects({Attribute.CLASS: ObjectClass.DATA}):
+    def record_values(self) -> list[bytes]:
+        """The values of this application's data objects, in one scan (labels are not read:
+        each read of a private attribute is a decryption in SoftHSM2, see bench/ceremony.py)."""
+        values = []
+        template = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: RECORD_APPLICATION}
+        for obj in self.raw.get_objects(template):
             try:
-                label = str(obj[Attribute.LABEL])
-                if not label.startswith(prefix):
-                    continue
-                found.append((label, bytes(obj[Attribute.VALUE])))
+                values.append(bytes(obj[Attribute.VALUE]))
             except p11.PKCS11Error:
                 continue
-        return found
+        return values
 
     # -- ceremony signing key --------------------------------------------------
 

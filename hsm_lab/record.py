@@ -156,23 +156,44 @@ def save_anchor(lab: Lab, anchor: Anchor) -> None:
     atomic_write_text(anchor_path(lab), json.dumps(anchor.to_doc(), indent=2) + "\n")
 
 
-def token_anchor(session: TokenSession) -> str | None:
+@dataclass(frozen=True)
+class TokenRecords:
+    """What the token's append-only data objects say: its signer pin(s) and committed heads."""
+
+    pins: list[str]
+    heads: list[dict[str, Any]]
+
+
+def read_token_records(session: TokenSession) -> TokenRecords:
+    """One scan of the token's records; anything that is not ours, exactly, is refused."""
+    pins: list[str] = []
+    heads: list[dict[str, Any]] = []
+    for value in session.record_values():
+        try:
+            doc = json.loads(value)
+            kind = doc["format"]
+            if kind == ANCHOR_FORMAT:
+                pins.append(str(doc["fingerprint"]))
+                continue
+            assert kind == HEAD_RECORD_FORMAT and isinstance(doc["seq"], int) and isinstance(doc["hash"], str)
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
+            raise errors.TranscriptError(
+                f"token {session.token_label!r} holds a record that is not Clefs' (planted?): do not use it"
+            ) from None
+        heads.append(doc)
+    heads.sort(key=lambda h: h["seq"])
+    return TokenRecords(pins, heads)
+
+
+def token_anchor(session: TokenSession, records: TokenRecords | None = None) -> str | None:
     """The fingerprint this token pinned at init (a non-destroyable data object)."""
-    found = session.records(ANCHOR_LABEL)
-    exact = [value for label, value in found if label == ANCHOR_LABEL]
-    if len(exact) > 1:
+    pins = (records or read_token_records(session)).pins
+    if len(pins) > 1:
         raise errors.TranscriptError(
-            f"token {session.token_label!r} holds {len(exact)} signer pins: one was added behind the lab's "
+            f"token {session.token_label!r} holds {len(pins)} signer pins: one was added behind the lab's "
             "back; do not use this token"
         )
-    if not exact:
-        return None
-    try:
-        doc = json.loads(exact[0])
-        assert doc["format"] == ANCHOR_FORMAT
-        return str(doc["fingerprint"])
-    except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
-        raise errors.TranscriptError(f"token {session.token_label!r}: its signer pin is malformed") from None
+    return pins[0] if pins else None
 
 
 def write_token_anchor(session: TokenSession, anchor: Anchor) -> None:
@@ -182,18 +203,7 @@ def write_token_anchor(session: TokenSession, anchor: Anchor) -> None:
 
 def token_heads(session: TokenSession) -> list[dict[str, Any]]:
     """The token's committed heads, oldest first."""
-    heads = []
-    for label, value in session.records(HEAD_PREFIX):
-        try:
-            head = json.loads(value)
-            assert head["format"] == HEAD_RECORD_FORMAT and isinstance(head["seq"], int)
-            assert label == head_label(head["seq"]) and isinstance(head["hash"], str)
-        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
-            raise errors.TranscriptError(
-                f"token {session.token_label!r}: record {label!r} is malformed (planted?)"
-            ) from None
-        heads.append(head)
-    return sorted(heads, key=lambda h: h["seq"])
+    return read_token_records(session).heads
 
 
 def head_label(seq: int) -> str:
@@ -391,7 +401,8 @@ class Record:
         cls, lab: Lab, session: TokenSession, *, expect: str | None = None, actor: str = "clefs"
     ) -> Record:
         anchor = require_anchor(lab)
-        pinned = token_anchor(session)
+        found = read_token_records(session)
+        pinned = token_anchor(session, found)
         if pinned is None:
             raise errors.TranscriptError(
                 f"token {session.token_label!r} holds no signer pin: it was not initialised by this lab "
@@ -403,7 +414,7 @@ class Record:
                 f"{anchor.fingerprint[:16]}…: the lab's pin was replaced; do not trust this lab"
             )
         transcript = lab_transcript(lab)
-        heads = token_heads(session)
+        heads = found.heads
         recovered = transcript.recover_journal(
             session, {h["hash"] for h in heads}, lambda action: action in COMMITTED_ACTIONS
         )

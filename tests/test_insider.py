@@ -308,10 +308,15 @@ def test_a_pin_holder_cannot_plant_a_head_record_that_hides_a_rewrite(copied: La
     resign_head(copied, PRIMARY_TOKEN, copied.pin, items[-1])
     with copied.hsm.session(PRIMARY_TOKEN, user_pin=copied.pin) as session:
         session.write_record(*record.head_record(items[-1] | {"seq": len(items)}))
-        for label, _value in session.records(record.HEAD_PREFIX):
-            obj = next(iter(session.raw.get_objects({Attribute.LABEL: label})))
+        held = list(
+            session.raw.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: "clefs"})
+        )
+        assert len(held) >= 3
+        for obj in held:  # append-only, even under the user PIN
             with pytest.raises(pkcs11.exceptions.PKCS11Error):
-                obj.destroy()  # append-only, even under the user PIN
+                obj.destroy()
+            with pytest.raises(pkcs11.exceptions.PKCS11Error):
+                obj[Attribute.VALUE] = b"{}"
     with pytest.raises(errors.TranscriptError, match="is not the entry the token recorded"):
         open_record(copied)
 
