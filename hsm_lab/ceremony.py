@@ -328,6 +328,7 @@ def _deal(lab: Lab, session: TokenSession, key: bytearray, deal: Deal) -> Signed
         }
         manifest = sign_manifest(body, session)
         private_dir(lab.ceremonies)
+        private_dir(staging)
         private_dir(staging / "shares")
         for name, blob in sealed.items():
             shares.write_sealed(staging / "shares" / f"{name}.age", blob)

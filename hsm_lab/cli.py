@@ -735,7 +735,11 @@ _mount_subapps()
 
 
 def main() -> None:
-    """Console entry point: one-line errors, non-zero exits, no tracebacks."""
+    """Console entry point: one-line errors, non-zero exits, no tracebacks.
+
+    umask 077 first: whatever the lab or the PKCS#11 module writes is owner-only.
+    """
+    os.umask(0o077)
     try:
         app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
     except errors.ClefsError as exc:

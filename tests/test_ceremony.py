@@ -315,7 +315,7 @@ def test_wrong_pin_is_refused_and_the_next_login_works(lab_env: LabUnderTest) ->
         with lab_env.hsm.session(PRIMARY_TOKEN, so_pin="wrong-" + lab_env.so_pin):
             pass
     with lab_env.hsm.session(PRIMARY_TOKEN, so_pin=lab_env.so_pin):
-        pass  # a failed login must not leak a session (FIELD-NOTES)
+        pass  # a failed login must not leak a session (docs/softhsm.md)
     with lab_env.hsm.session(PRIMARY_TOKEN, user_pin=lab_env.pin) as session:
         assert session.signing_public_key()
 
