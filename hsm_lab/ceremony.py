@@ -207,6 +207,10 @@ def init_token(
         anchor = load_anchor(anchor_path(lab))
         pinned = token_anchor(session)
         wrote = False
+        if anchor is None and pinned == own and lab.transcript.exists():
+            anchor = Anchor.of(own_key, token)  # anchor.json lost: the token's own pin restores it
+            save_anchor(lab, anchor)
+            on_warning(f"restored {anchor_path(lab).name} from token {token!r}, which pins its own key")
         if anchor is None:
             if lab.transcript.exists() and lab.transcript.stat().st_size:
                 raise errors.TranscriptError(

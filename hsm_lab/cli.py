@@ -485,8 +485,16 @@ def transcript_verify(
         where, hsm = _open(lab, module)
         pin = os.environ.get("CLEFS_USER_PIN") or (user_pin() if sys.stdin.isatty() else None)
         if pin is None:
+            if expected is None:
+                raise errors.InputError(
+                    "nothing to anchor the check to: set CLEFS_USER_PIN (the token holds the pin and the "
+                    "committed heads) or pass --expect-signer with the witnessed fingerprint"
+                )
             state = record.verify_lab(where, expect=expected)
-            where_from = "lab files only: set CLEFS_USER_PIN to also check the token's committed heads"
+            where_from = (
+                "lab files against the fingerprint you gave; the token's committed heads were not read "
+                "(set CLEFS_USER_PIN)"
+            )
         else:
             with hsm.session(token, user_pin=pin) as session:
                 opened = record.Record.open(where, session, expect=expected, actor=actor())
@@ -535,9 +543,10 @@ def transcript_export(
 
 @transcript_app.command("show")
 def transcript_show(lab: LabOpt = None) -> None:
-    """Print the transcript entries."""
+    """Print the transcript entries (after checking the files: chain, manifests, signers, head)."""
     where = Lab.at(lab)
-    table = Table(title=str(where.transcript))
+    record.verify_lab(where)
+    table = Table(title=escape(str(where.transcript)))
     for column in ("seq", "time", "actor", "action", "params"):
         table.add_column(column)
     for entry in ceremony.transcript(where).entries():

@@ -157,8 +157,12 @@ def test_import_with_a_quorum_then_status_and_transcript(cli_lab: dict, run_cli)
         pin=cli_lab["pin"],
     )
     assert "refusing to overwrite" in one_line_error(again)
-    verify = run_cli("transcript", "verify", lab=cli_lab["lab"])
+    verify = run_cli(
+        "transcript", "verify", "--token", RECOVERY_TOKEN, lab=cli_lab["lab"], pin=cli_lab["pin"]
+    )
     assert verify.returncode == 0 and "transcript OK" in verify.stdout
+    unanchored = run_cli("transcript", "verify", lab=cli_lab["lab"])
+    assert "nothing to anchor the check to" in one_line_error(unanchored)
 
 
 @pytest.mark.parametrize(

@@ -92,9 +92,26 @@ def test_a_transcript_re_signed_by_the_attackers_token_is_refused_naming_both_ke
         verify_lab(copied.lab)
     anchor = record.require_anchor(copied.lab)
     assert anchor.key_id in str(caught.value) and "evil" in str(caught.value)
-    result = run_cli("transcript", "verify", lab=copied.lab.root)
-    assert result.returncode == 1 and "not an authorised signer" in result.stderr
-    assert "transcript OK" not in result.stdout
+    for how in ({"pin": copied.pin}, {"extra_env": {"CLEFS_EXPECT_SIGNER": anchor.fingerprint}}):
+        result = run_cli("transcript", "verify", lab=copied.lab.root, **how)
+        assert result.returncode == 1 and "not an authorised signer" in result.stderr
+        assert "transcript OK" not in result.stdout
+
+
+def test_transcript_show_refuses_a_tampered_record(copied: LabUnderTest, run_cli) -> None:
+    tamper_entry(copied.lab)
+    result = run_cli("transcript", "show", lab=copied.lab.root)
+    assert result.returncode == 1 and "transcript entry 2 (generate)" in result.stderr
+
+
+def test_a_deleted_anchor_file_is_restored_from_the_pinned_token(copied: LabUnderTest, run_cli) -> None:
+    before = record.require_anchor(copied.lab).fingerprint
+    record.anchor_path(copied.lab).unlink()
+    refused = run_cli("status", lab=copied.lab.root, pin=copied.pin)
+    assert refused.returncode == 1 and "no pinned ceremony signer: run `hsm-lab init`" in refused.stderr
+    again = run_cli("init", lab=copied.lab.root, pin=copied.pin, so_pin=copied.so_pin)
+    assert again.returncode == 0 and "restored anchor.json" in again.stderr
+    assert record.require_anchor(copied.lab).fingerprint == before
 
 
 def test_a_manifest_re_signed_with_threshold_4_is_refused(
