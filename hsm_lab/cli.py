@@ -27,7 +27,7 @@ from hsm_lab.custodians import (
     passphrase_env,
     passphrase_from_env,
 )
-from hsm_lab.hsm import HSM
+from hsm_lab.hsm import HSM, TokenSession
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
 from hsm_lab.shares import Share
 
@@ -114,6 +114,14 @@ ExpectSignerOpt = Annotated[
 
 def _warn(line: str) -> None:
     err.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
+
+
+def _record(where: Lab, session: TokenSession, expect: str | None = None) -> record.Record:
+    """The lab's record opened on a logged-in token, its warnings printed (one line each)."""
+    opened = record.Record.open(where, session, expect=expect, actor=actor())
+    for line in opened.warnings:
+        _warn(line)
+    return opened
 
 
 def _show_fingerprint(title: str, value: str) -> None:
@@ -416,9 +424,7 @@ def status(
     """What the token holds (via PKCS#11), checked against the verified record."""
     where, hsm = _open(lab, module)
     with hsm.session(token, user_pin=user_pin()) as session:
-        opened = record.Record.open(where, session, actor=actor())
-        for line in opened.warnings:
-            _warn(line)
+        opened = _record(where, session)
         keys = session.inventory()
         unexplained, missing = record.reconcile(opened.state, token, keys)
         if opened.authorised:
@@ -497,9 +503,7 @@ def transcript_verify(
             )
         else:
             with hsm.session(token, user_pin=pin) as session:
-                opened = record.Record.open(where, session, expect=expected, actor=actor())
-                for line in opened.warnings:
-                    _warn(line)
+                opened = _record(where, session, expected)
                 state = opened.state
             where_from = f"lab files and the {state.token_heads} committed heads held by token {token}"
     if as_json:
@@ -533,9 +537,7 @@ def transcript_export(
 
     where, hsm = _open(lab, module)
     with hsm.session(token, user_pin=user_pin()) as session:
-        opened = record.Record.open(where, session, actor=actor())
-        for line in opened.warnings:
-            _warn(line)
+        opened = _record(where, session)
         written = bundles.export_bundle(where, opened.state, directory)
     out.print(f"bundle written to {escape(str(directory))}: {', '.join(written)}")
     _show_fingerprint("pinned signer (give this to the auditor out of band)", opened.state.anchor.fingerprint)

@@ -357,15 +357,10 @@ class HSM:
         """The token's ceremony signing key, read without logging in (it is public)."""
         with self.locked():
             lib = self.lib
+            token = self._token(lib, label)
             try:
-                self._check_unique(lib, label)
-                token = lib.get_token(token_label=label)
                 with token.open(rw=False) as raw:
                     return TokenSession(raw, label).signing_public_key()
-            except p11.NoSuchToken:
-                raise errors.TokenNotInitialized(
-                    f"no token {label!r} in lab {self.lab_dir}: run `hsm-lab init --token {label}`"
-                ) from None
             except p11.PKCS11Error as exc:
                 raise _explain(exc, f"reading the signing key of token {label!r}") from None
 
