@@ -395,27 +395,49 @@ RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (
 Clients = Callable[[str, str], object]
 
 
-def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, str, Clients]:
-    """(url, description, clients): real AWS, or HTTPS pinned to the lab's LocalStack certificate."""
+_LOADED_STACK: dict = {}  # what `_outputs` loaded last: `_aws` takes the stack's account from it
+
+
+def _aws(
+    endpoint: str | None, real_aws: bool, lab_root: Path, account_id: str | None = None
+) -> tuple[str, str, Clients]:
+    """(url, description, clients): real AWS, or HTTPS to LocalStack pinned to the lab's CA.
+
+    On LocalStack the account is the stack's (its outputs), else this lab's own
+    (docs/localstack.md: each lab is its own account).
+    """
     from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients, localstack_clients
+    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients
 
     if real_aws:
         return "aws", "AWS over HTTPS (system trust store)", aws_clients()
-    url = localstack.check_endpoint(endpoint) if endpoint else localstack.connect().endpoint
-    if endpoint and not localstack.is_healthy(localstack.health(url)):
-        raise localstack.LocalStackError(
-            f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
-            "or pass the right --endpoint"
-        )
-    clients, pin = localstack_clients(url, lab_root)
+    ca = None
+    if endpoint:
+        url = localstack.check_endpoint(endpoint)
+        if not localstack.is_healthy(localstack.health(url)):
+            raise localstack.LocalStackError(
+                f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
+                "or pass the right --endpoint"
+            )
+    else:
+        found = localstack.connect(lab_dir=lab_root)
+        url, ca = found.endpoint, found.ca
+    stack_account = str(_LOADED_STACK.get("account_id") or "")
+    if account_id is None and _LOADED_STACK:  # outputs without an account: LocalStack's default
+        account_id = stack_account if len(stack_account) == 12 and stack_account.isdigit() else None
+    elif account_id is None:
+        account_id = lab_account(lab_root)
+    clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
     return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
     from hsm_lab.deployment import load_outputs, outputs_path
 
-    return load_outputs(outputs_path(where.root, outputs))
+    stack = load_outputs(outputs_path(where.root, outputs))
+    _LOADED_STACK.clear()
+    _LOADED_STACK.update(stack)
+    return stack
 
 
 def _byok(

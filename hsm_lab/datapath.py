@@ -359,11 +359,20 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
     from hsm_lab import localstack as ls
 
     lab_dir = lab.resolve() if lab else ls.default_lab()
-    classes, primary = load_outputs(outputs or lab_dir / OUTPUTS_NAME)
+    document = deployment.load_outputs(outputs or lab_dir / OUTPUTS_NAME)
+    path = str(outputs or lab_dir / OUTPUTS_NAME)
+    classes = parse_classes(document["classes"], path)
+    primary = document.get("primary_region") if isinstance(document.get("primary_region"), str) else None
     if aws:
         return DataPath(aws_clients(), classes, primary_region=primary), "AWS over HTTPS (system trust store)"
-    instance = ls.connect()
-    factory, pin = localstack_clients(instance.endpoint, lab_dir)
+    instance = ls.connect(lab_dir=lab_dir)
+    account = str(document.get("account_id") or "")  # the stack's LocalStack account
+    factory, pin = localstack_clients(
+        instance.endpoint,
+        lab_dir,
+        ca=instance.ca,
+        account_id=account if len(account) == 12 and account.isdigit() else None,
+    )
     return DataPath(factory, classes, primary_region=primary), pin.describe()
 
 

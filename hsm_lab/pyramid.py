@@ -26,7 +26,7 @@ from typing import Any
 from hsm_lab import errors
 from hsm_lab.byok import Byok, ImportRecord
 from hsm_lab.compliance import Report, assess
-from hsm_lab.deployment import class_key_arns, localstack_clients, save_outputs
+from hsm_lab.deployment import class_key_arns, lab_account, localstack_clients, save_outputs
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import RECOVERY_TOKEN
 from hsm_lab.rehearsal import Rehearsal, rehearse
@@ -78,7 +78,9 @@ def rehearse_pyramid(
         timed("localstack start", began)
         report.endpoint = stack.endpoint
         report.localstack_started = stack.owned
-        client_for, pin = localstack_clients(stack.endpoint, lab.root)
+        client_for, pin = localstack_clients(
+            stack.endpoint, lab.root, ca=stack.ca, account_id=lab_account(lab.root)
+        )
         on_step(f"every AWS call over HTTPS: {pin.describe()}")
 
         began = time.perf_counter()

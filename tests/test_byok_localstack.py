@@ -71,7 +71,7 @@ def byok_dealt(tmp_path_factory: pytest.TempPathFactory) -> Dealt:
 @pytest.fixture(scope="session")
 def clients(localstack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Any]:
     """HTTPS clients pinned to LocalStack's certificate, as the rehearsal uses them."""
-    factory, _pin = localstack_clients(localstack.endpoint, tmp_path_factory.mktemp("tls"))
+    factory, _pin = localstack_clients(localstack.endpoint, tmp_path_factory.mktemp("tls"), ca=localstack.ca)
     return factory
 
 
@@ -257,6 +257,7 @@ def test_verify_cli_reports_and_exits_non_zero_on_gaps(
         "--endpoint",
         localstack.endpoint,
         lab=tmp_path,
+        extra_env=localstack.client_env(),
     )
     report = json.loads(result.stdout)
     assert {row["data_class"] for row in report["rows"]} == set(deployed["outputs"]["classes"])
@@ -319,7 +320,7 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
 
     lab = tmp_path / "by-hand"
     pins = {"pin": secrets.token_urlsafe(10), "so_pin": secrets.token_urlsafe(10)}
-    env = {"CLEFS_LOCALSTACK_ENDPOINT": localstack.endpoint}
+    env = localstack.client_env()
     people = tmp_path / "custodians.toml"
     people.write_text(
         "".join(

@@ -92,7 +92,7 @@ def deployment(localstack: LocalStack, tmp_path_factory: pytest.TempPathFactory)
             # Extra keys as in the real stack output: must be ignored.
             regions[region] = {"key_arn": arn, "bucket": bucket, "key_id": key["KeyId"], "alias": "alias/x"}
         classes[name] = {"end_to_end": e2e, "protection": ["at-rest"], "regions": regions}
-    factory, pin = dp.localstack_clients(localstack.endpoint, lab)
+    factory, pin = dp.localstack_clients(localstack.endpoint, lab, ca=localstack.ca)
     return Deployment(localstack, lab, classes, factory, pin)
 
 
@@ -510,8 +510,8 @@ def test_e2e_rules(deployment: Deployment, people: dict[str, pyrage.x25519.Ident
 
 
 def test_https_with_the_pinned_certificate_only(deployment: Deployment) -> None:
-    assert deployment.pin.url.startswith("https://localhost:")
-    assert deployment.pin.pem == deployment.lab.resolve() / "localstack" / "tls.pem"
+    assert deployment.pin.url.startswith("https://127.0.0.1:")
+    assert deployment.pin.pem == deployment.localstack.ca  # the lab's CA, never fetched
     assert deployment.pin.pem.read_text().startswith("-----BEGIN CERTIFICATE-----")
     s3 = deployment.s3()
     assert s3.meta.endpoint_url == deployment.pin.url
@@ -646,7 +646,8 @@ def test_cli_put_get(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CLEFS_LOCALSTACK_ENDPOINT", deployment.localstack.endpoint)
+    for name, value in deployment.localstack.client_env().items():
+        monkeypatch.setenv(name, value)
     outputs = tmp_path / "stack-outputs.json"
     outputs.write_text(json.dumps({"primary_region": HOME, "classes": deployment.classes}))
     common = ["--outputs", str(outputs), "--lab", str(deployment.lab)]
@@ -664,7 +665,7 @@ def test_cli_put_get(
 
     done = run("put", "--class", "appointments", "--id", "cli-1", "--file", str(note))
     assert done.exit_code == 0, done.output
-    assert "s3://" in done.stdout and "TLS verified against LocalStack's pinned certificate" in done.stdout
+    assert "s3://" in done.stdout and "TLS verified against the lab's own CA" in done.stdout
     out = tmp_path / "out" / "note.txt"
     done = run("get", "--class", "appointments", "--id", "cli-1", "--out", str(out))
     assert done.exit_code == 0 and out.read_bytes() == b"rendez-vous mardi"
