@@ -54,22 +54,32 @@ def stack_apply_localstack(
     ] = None,
     lab: Annotated[Path | None, typer.Option("--lab", help="Lab directory (outputs go there).")] = None,
 ) -> None:
-    """Apply the real program to LocalStack without the Pulumi CLI (mocks that create via boto3)."""
-    import secrets as _secrets
+    """Apply the real program to LocalStack without the Pulumi CLI (mocks that create via boto3).
 
+    The stack's state is <lab>/stack-state.json: applying again reconciles what exists and
+    creates nothing twice; what LocalStack lost (a restart) is recreated, and said so.
+    """
     from hsm_lab.deployment import outputs_path, save_outputs
-    from infra.localstack_apply import HarnessError, apply
+    from infra.localstack_apply import HarnessError, apply, summary
 
     where = Lab.at(lab)
     url, target, client_for = _aws(endpoint, False, where.root)
     try:
-        recording, mocks = apply(url, client_for, suffix=_secrets.token_hex(3))
+        recording, mocks = apply(url, client_for, state_path=where.root / STACK_STATE)
     except HarnessError as exc:
         raise errors.ClefsError(str(exc)) from None
     path = outputs_path(where.root)
     save_outputs(path, recording.outputs)
-    out.print(f"{len(mocks.created)} resources created in LocalStack ({target}); outputs -> {path}")
+    out.print(f"{summary(mocks)} in LocalStack ({target}); outputs -> {path}")
+    if mocks.recreated:
+        out.print(
+            "[yellow]the class keys are new: import them again from the HSM, `hsm-lab byok import "
+            "--class C` for each class[/]"
+        )
     out.print("[yellow]no Pulumi state was written: this is the CLI-less harness, not `pulumi up`[/]")
+
+
+STACK_STATE = "stack-state.json"
 
 
 byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")

@@ -85,7 +85,7 @@ def rehearse_pyramid(
 
         began = time.perf_counter()
         on_step("applying the Pulumi program to LocalStack (real resources, via the mocks harness)")
-        recording, mocks = apply(pin.url, client_for, suffix=secrets.token_hex(3))
+        recording, mocks = apply(pin.url, client_for, state_path=lab.root / "stack-state.json")
         report.resources = len(mocks.created)
         report.outputs = recording.outputs
         save_outputs(lab.root / "stack-outputs.json", recording.outputs)

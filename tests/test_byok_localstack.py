@@ -110,14 +110,26 @@ def test_the_harness_gave_localstack_the_programs_own_configuration(deployed, cl
     if recording is None:
         pytest.skip("the stack came from a real `pulumi up`: there is no harness recording to compare")
     keys = recording.of_type("aws:kms/externalKey:ExternalKey")
-    assert len(keys) == len(deployed["outputs"]["classes"])
-    for key in keys:
+    replicas = recording.of_type("aws:kms/replicaExternalKey:ReplicaExternalKey")
+    assert len(keys) == len(replicas) == len(deployed["outputs"]["classes"])
+    policies = set()
+    for key in keys + replicas:  # both regions: LocalStack ignores ReplicateKey's Policy and Tags
         arn = key.outputs["arn"]
         region = arn.split(":")[3]
         live = clients("kms", region).get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
-        assert json.loads(live) == json.loads(key.inputs["policy"])
+        assert json.loads(live) == json.loads(key.inputs["policy"]), f"{arn} holds another policy"
+        policies.add(live)
         meta = clients("kms", region).describe_key(KeyId=arn)["KeyMetadata"]
         assert meta["Origin"] == "EXTERNAL" and meta["MultiRegion"] is True
+        tags = clients("kms", region).list_resource_tags(KeyId=arn)["Tags"]
+        assert {t["TagKey"]: t["TagValue"] for t in tags} == key.inputs["tags"]
+    assert len(policies) == len(keys) + len(replicas), "every key copy has its own policy"
+    for config in recording.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"):
+        region = recording.by_urn[config.urn].region
+        live = clients("s3", region).get_bucket_replication(Bucket=config.inputs["bucket"])
+        rule = live["ReplicationConfiguration"]["Rules"][0]
+        assert rule["Filter"] == {} and rule["Priority"] == 1, "a V2 rule: real S3 needs the filter"
+        assert rule["DeleteMarkerReplication"] == {"Status": "Enabled"}
     for policy in recording.of_type("aws:s3/bucketPolicy:BucketPolicy"):
         bucket = policy.inputs["bucket"]
         region = recording.by_urn[policy.urn].region
@@ -360,3 +372,66 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
     assert "decrypt now refused (KMSInvalidStateException)" in revoked.stdout
     after = json.loads(run_cli("verify", "--json", lab=lab, extra_env=env).stdout)["gaps"]
     assert "appointments eu-central-1 key: no key material imported (PendingImport)" in after
+
+
+def fresh_account(localstack, tmp_path) -> tuple[Callable[[str, str], Any], str]:
+    """Clients for an account of LocalStack nobody else uses (a lab of its own)."""
+    account = str(100_000_000_000 + secrets.randbelow(900_000_000_000))
+    factory, _pin = localstack_clients(localstack.endpoint, tmp_path, ca=localstack.ca, account_id=account)
+    return factory, account
+
+
+def test_a_second_apply_of_the_same_stack_creates_nothing(localstack, tmp_path) -> None:
+    from infra.localstack_apply import summary
+
+    client_for, _account = fresh_account(localstack, tmp_path)
+    state = tmp_path / "stack-state.json"
+    first, mocks = apply(localstack.endpoint, client_for, state_path=state)
+    assert mocks.created and not mocks.reconciled and not mocks.recreated
+    count = len(mocks.created)
+    keys = len(client_for("kms", "eu-west-3").list_keys()["Keys"])
+    buckets = len(client_for("s3", "eu-west-3").list_buckets()["Buckets"])
+    second, again = apply(localstack.endpoint, client_for, state_path=state)
+    assert again.created == [] and again.recreated == [] and len(again.reconciled) == count
+    assert summary(again) == f"0 created, {count} unchanged (reconciled)"
+    assert second.outputs == first.outputs, "outputs are not re-pointed"
+    assert len(client_for("kms", "eu-west-3").list_keys()["Keys"]) == keys
+    assert len(client_for("s3", "eu-west-3").list_buckets()["Buckets"]) == buckets
+    # a reconcile re-applies inputs: a policy changed behind the stack's back is put back
+    arn = first.outputs["classes"]["appointments"]["regions"]["eu-central-1"]["key_arn"]
+    kms = client_for("kms", "eu-central-1")
+    wanted = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    kms.put_key_policy(
+        KeyId=arn,
+        PolicyName="default",
+        Policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                      "Action": "kms:*", "Resource": "*"}]}
+        ),
+    )
+    apply(localstack.endpoint, client_for, state_path=state)
+    assert json.loads(kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]) == json.loads(wanted)
+
+
+def test_an_alias_or_bucket_of_someone_else_fails_the_apply(localstack, tmp_path) -> None:
+    client_for, _account = fresh_account(localstack, tmp_path)
+    kms = client_for("kms", "eu-west-3")
+    foreign = kms.create_key(Description="not this stack's")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/clefs/appointments", TargetKeyId=foreign)
+    with pytest.raises(HarnessError, match=r"alias alias/clefs/appointments already exists in eu-west-3 and "
+                       r"does not belong to this stack: `pulumi up` would fail"):
+        apply(localstack.endpoint, client_for, state_path=tmp_path / "a.json")
+    aliases = kms.list_aliases()["Aliases"]
+    assert [a["TargetKeyId"] for a in aliases if a["AliasName"] == "alias/clefs/appointments"] == [
+        foreign.rsplit("/", 1)[-1]
+    ], "the alias is not re-pointed"
+    assert not (tmp_path / "a.json").exists(), "no state for a failed apply"
+
+    other, _ = fresh_account(localstack, tmp_path / "b")
+    suffix = secrets.token_hex(3)
+    taken = f"clefs-administrative-eu-central-1-{suffix}"
+    other("s3", "eu-central-1").create_bucket(
+        Bucket=taken, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
+    with pytest.raises(HarnessError, match=f"bucket {taken} already exists in eu-central-1"):
+        apply(localstack.endpoint, other, suffix=suffix, state_path=tmp_path / "b.json")
