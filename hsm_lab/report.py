@@ -123,7 +123,7 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
     console.print(imports)
     for data_class, proof in report.proofs.items():
         console.print(f"  proved {data_class}: {proof}")
-    records = Table(title="Data path: envelope clefs.envelope/v1, cached KMS data keys, SSE-KMS, HTTPS")
+    records = Table(title="Data path: envelope clefs.envelope/v2, cached KMS data keys, SSE-KMS, HTTPS")
     for column in ("data class", "record", "bytes", "written to", "read back", "platform role alone"):
         records.add_column(column)
     kms_calls = 0
