@@ -417,10 +417,13 @@ def _aws(
     (docs/localstack.md: each lab is its own account).
     """
     from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients
+    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients, require_stack
 
     if real_aws:
-        return "aws", "AWS over HTTPS (system trust store)", aws_clients()
+        clients = aws_clients()
+        if _LOADED_STACK:
+            require_stack(_LOADED_STACK, clients, localstack=False)
+        return "aws", "AWS over HTTPS (system trust store)", clients
     ca = None
     if endpoint:
         url = localstack.check_endpoint(endpoint)
@@ -438,6 +441,8 @@ def _aws(
     elif account_id is None:
         account_id = lab_account(lab_root)
     clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
+    if _LOADED_STACK:  # a command that reads the stack: say so when LocalStack lost it
+        require_stack(_LOADED_STACK, clients, localstack=True)
     return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
@@ -531,21 +536,23 @@ def byok_revoke(
 
 @app.command()
 def verify(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    sample: Annotated[int, typer.Option("--sample", help="Objects sampled per bucket.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (docs/verify.md).")] = False,
+    max_objects: Annotated[
+        int, typer.Option("--max-objects", help="Object versions read per bucket, at most.")
+    ] = 10_000,
     outputs: OutputsOpt = None,
     endpoint: EndpointOpt = None,
     real_aws: RealAwsOpt = False,
     lab: LabOpt = None,
 ) -> None:
-    """Compliance report from live state, per data class and region; non-zero exit on any gap."""
+    """Compliance proved from live state, per data class and region; non-zero exit on any gap."""
     from hsm_lab.compliance import assess
     from hsm_lab.report import print_compliance
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
-    _url, target, client_for = _aws(endpoint, real_aws, where.root)
-    report = assess(stack, client_for, sample=sample)
+    _url, target, client_for = _aws(endpoint, real_aws, where.root)  # checks the stack still exists
+    report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
     if as_json:
         out.print_json(report.to_json())
     else:

@@ -574,7 +574,9 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
     classes = parse_classes(document["classes"], path)
     primary = document.get("primary_region") if isinstance(document.get("primary_region"), str) else None
     if aws:
-        return DataPath(aws_clients(), classes, primary_region=primary), "AWS over HTTPS (system trust store)"
+        clients = aws_clients()
+        deployment.require_stack(document, clients, localstack=False)
+        return DataPath(clients, classes, primary_region=primary), "AWS over HTTPS (system trust store)"
     instance = ls.connect(lab_dir=lab_dir)
     account = str(document.get("account_id") or "")  # the stack's LocalStack account
     factory, pin = localstack_clients(
@@ -583,6 +585,7 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
         ca=instance.ca,
         account_id=account if len(account) == 12 and account.isdigit() else None,
     )
+    deployment.require_stack(document, factory, localstack=True)
     return DataPath(factory, classes, primary_region=primary), pin.describe()
 
 

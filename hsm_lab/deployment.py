@@ -202,3 +202,54 @@ def aws_clients(profile: str | None = None) -> ClientFactory:
             return session.client(service, region_name=region, config=config)
 
     return factory
+
+
+class StackGone(errors.ClefsError):
+    """The stack outputs name keys and buckets that no longer exist (LocalStack was restarted)."""
+
+
+def require_stack(outputs: dict[str, Any], client_for: ClientFactory, *, localstack: bool) -> None:
+    """Check that every class key and bucket of the outputs still exists; one line if not.
+
+    LocalStack keeps no state across a restart (docs/localstack.md): without this, every command
+    would fail on its own with NoSuchBucket or NotFoundException and no hint of why.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    classes = outputs.get("classes") or {}
+    gone, total = [], 0
+    for data_class, spec in sorted(classes.items()):
+        for region, where in sorted((spec.get("regions") or {}).items()):
+            for kind, call in (
+                ("key", lambda r=region, w=where: client_for("kms", r).describe_key(KeyId=w["key_arn"])),
+                ("bucket", lambda r=region, w=where: client_for("s3", r).head_bucket(Bucket=w["bucket"])),
+            ):
+                total += 1
+                try:
+                    call()
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code in ("NotFoundException", "NoSuchBucket", "404", "NotFound"):
+                        gone.append(f"{data_class} {region} {kind}")
+                    else:
+                        raise errors.ClefsError(
+                            f"cannot read the stack's {kind} in {region}: {code}"
+                        ) from None
+                except BotoCoreError as exc:
+                    raise errors.ClefsError(
+                        f"cannot reach the stack: {' '.join(str(exc).split())[:160]}"
+                    ) from None
+    if not gone:
+        return
+    names = ", ".join(sorted(classes))
+    if localstack:
+        raise StackGone(
+            f"{len(gone)} of {total} keys and buckets of the stack are gone from LocalStack "
+            f"(e.g. {gone[0]}): "
+            "LocalStack keeps no state, so it was restarted; run `hsm-lab stack apply-localstack`, then "
+            f"`hsm-lab byok import --class C` for each class ({names})"
+        )
+    raise StackGone(
+        f"{len(gone)} of {total} keys and buckets of the stack no longer exist (e.g. {gone[0]}): "
+        "deploy the stack again (`hsm-lab stack up`) and import the class keys"
+    )

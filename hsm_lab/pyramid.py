@@ -125,7 +125,7 @@ def rehearse_pyramid(
 
         began = time.perf_counter()
         on_step("reading live state for the compliance report")
-        report.compliance = assess(recording.outputs, client_for)
+        report.compliance = assess(recording.outputs, client_for, emulator=True)
         timed("verify", began)
 
         began = time.perf_counter()
@@ -204,10 +204,9 @@ def write_samples(
             plaintext = json.dumps(sample, ensure_ascii=False).encode()
             recipients = [patient.to_public(), practitioner.to_public()] if end_to_end else None
             path.put(data_class, record_id, plaintext, recipients=recipients)
-            for region in replica_regions:
-                # LocalStack stores the replication rule but copies nothing: the rehearsal writes
-                # the Frankfurt copy itself, under the replica key, through the same data path.
-                path.put(data_class, record_id, plaintext, region=region, recipients=recipients)
+            # LocalStack stores the replication rule but copies nothing: copy what S3 would,
+            # byte for byte, stored under the replica key (what `hsm-lab data replicate` does)
+            path.replicate(data_class)
             entry: dict[str, Any] = {
                 "data_class": data_class,
                 "record_id": record_id,

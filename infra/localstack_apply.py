@@ -32,7 +32,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from botocore.exceptions import ClientError, ParamValidationError
@@ -181,6 +181,20 @@ class LocalStackMocks(RecordingMocks):
         self.recreated: list[tuple[str, str]] = []  # in the state, but gone from LocalStack
         self.resources: dict[str, dict[str, Any]] = {}  # urn -> what the next state records
         self._created_lock = threading.Lock()
+        self._warm_lock = threading.Lock()
+        self._warmed: set[tuple[str, str]] = set()
+
+    _WARM_UP: ClassVar[dict[str, str]] = {"iam": "list_roles", "kms": "list_keys", "s3": "list_buckets"}
+
+    def warm(self, service: str, region: str) -> Any:
+        """The client, after one harmless call made alone: LocalStack builds an account's service
+        backend on first use, and two first calls at once can fail (iam CreateRole => 501)."""
+        client = self.client_for(service, region)
+        with self._warm_lock:
+            if (service, region) not in self._warmed:
+                getattr(client, self._WARM_UP[service])()
+                self._warmed.add((service, region))
+        return client
 
     def call(self, args: Any) -> dict[str, Any]:
         if args.token != CALLER_IDENTITY_INVOKE:
@@ -245,6 +259,8 @@ class LocalStackMocks(RecordingMocks):
 
     def _exists(self, typ: str, record: Mapping[str, Any], region: str) -> bool:
         rid = str(record["id"])
+        for service in ("iam", "kms", "s3"):
+            self.warm(service, region)
         try:
             if typ in ("aws:kms/externalKey:ExternalKey", "aws:kms/replicaExternalKey:ReplicaExternalKey"):
                 arn = str((record.get("outputs") or {}).get("arn") or rid)
@@ -320,6 +336,8 @@ class LocalStackMocks(RecordingMocks):
         )
 
     def _create(self, typ: str, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        for service in ("iam", "kms", "s3"):
+            self.warm(service, region)
         kms = lambda: self.client_for("kms", region)  # noqa: E731
         s3 = lambda: self.client_for("s3", region)  # noqa: E731
         bucket = str(inputs.get("bucket", ""))

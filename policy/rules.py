@@ -256,6 +256,23 @@ def key_policy_findings(
             (outsider, "other account principals"),
         ):
             expect(label, who, "kms:CreateGrant", grant_for_self, False, iam=iam)
+    # nobody else administers the key on the policy's word alone (PutKeyPolicy is not open), and
+    # another account gets nothing even if its own IAM policies grant kms:*
+    foreign = "arn:aws:iam::999999999999:role/clefs-policy-probe-foreign"
+    for action in (*_ADMIN_PROBES, "kms:CreateGrant"):
+        expect("other account principals", outsider, action, {}, False, iam=False)
+    for action in (*_ADMIN_PROBES, *_USE_PROBES, *_IMPORT_ACTIONS):
+        for ctx in ({}, own, via_s3):
+            expect("another account", foreign, action, ctx, False, iam=True)
+    for statement in doc.get("Statement") or []:
+        principal = statement.get("Principal") if isinstance(statement, Mapping) else None
+        wildcard = principal == "*" or (
+            isinstance(principal, Mapping)
+            and "*"
+            in (principal.get("AWS") if isinstance(principal.get("AWS"), list) else [principal.get("AWS")])
+        )
+        if isinstance(statement, Mapping) and statement.get("Effect") == "Allow" and wildcard:
+            findings.append(f"statement {statement.get('Sid') or '(no Sid)'} allows a wildcard principal")
     for action in _APP_ACTIONS:
         expect("the app role", app, action, own, True, iam=False)
         expect("the app role", app, action, via_s3, True, iam=False)
