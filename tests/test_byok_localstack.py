@@ -435,3 +435,151 @@ def test_an_alias_or_bucket_of_someone_else_fails_the_apply(localstack, tmp_path
     )
     with pytest.raises(HarnessError, match=f"bucket {taken} already exists in eu-central-1"):
         apply(localstack.endpoint, other, suffix=suffix, state_path=tmp_path / "b.json")
+
+
+# --------------------------------------------------------------------- verify against an attacker
+
+
+@pytest.fixture
+def stocked(deployed, imported, clients) -> dict[str, Any]:
+    """The session stack with one record per class in Paris, replicated to Frankfurt."""
+    import pyrage
+
+    from hsm_lab.datapath import DataPath
+
+    outputs = deployed["outputs"]
+    path = DataPath(clients, outputs["classes"], primary_region=outputs["primary_region"])
+    reader = pyrage.x25519.Identity.generate()
+    for data_class, spec in outputs["classes"].items():
+        recipients = [str(reader.to_public())] if spec["end_to_end"] else None
+        path.put(data_class, "verify-probe", b"probe", recipients=recipients)
+    path.replicate()
+    return outputs
+
+
+def gaps_of(outputs: dict[str, Any], clients) -> list[str]:
+    return assess(outputs, clients).gaps
+
+
+def test_verify_is_green_on_the_stack_as_deployed(stocked, clients) -> None:
+    report = assess(stocked, clients)
+    assert report.gaps == []
+    for row in report.rows:
+        assert row.cells["key_policy"].source == "configured" and row.cells["key_policy"].ok
+        assert row.cells["in_transit"].source == "configured", "LocalStack enforces no bucket policy"
+        assert row.cells["end_to_end"].source == "observed" and row.objects_scanned >= 1
+    document = json.loads(report.to_json())
+    assert document["schema"] == "clefs.verify/v2" and document["target"] == "localstack"
+    assert "key policies (separation of duties)" in document["not_enforced"]
+
+
+def test_a_plaintext_object_is_a_named_gap_wherever_it_sorts(stocked, clients) -> None:
+    bucket = stocked["classes"]["health-documents"]["regions"]["eu-west-3"]["bucket"]
+    s3 = clients("s3", "eu-west-3")
+    key = "zz-last/scan.pdf"  # sorts after every record: a sample of the first keys misses it
+    # SSE-S3: the bucket policy forbids it, LocalStack accepts it anyway (it enforces no policy)
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=b"%PDF plaintext health document", ServerSideEncryption="AES256"
+    )
+    try:
+        gaps = gaps_of(stocked, clients)
+        assert any(
+            g.startswith("health-documents eu-west-3 end_to_end: 1 of ")
+            and "carry no client-side envelope" in g and key in g
+            for g in gaps
+        ), gaps
+        assert any(
+            g.startswith("health-documents eu-west-3 at_rest: 1 of ") and f"{key} (AES256)" in g for g in gaps
+        ), gaps
+    finally:
+        for version in s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", []):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+
+
+def _swap_bucket_policy(s3, bucket: str, edit: Callable[[dict], dict]):
+    before = s3.get_bucket_policy(Bucket=bucket)["Policy"]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(edit(json.loads(before))))
+    return before
+
+
+@pytest.mark.parametrize(
+    ("attack", "expected"),
+    [
+        (  # the TLS deny applies only to a foreign account
+            lambda doc: {**doc, "Statement": [
+                {**st, "Principal": {"AWS": "arn:aws:iam::999999999999:root"}}
+                if st.get("Sid") == "DenyInsecureTransport" else st
+                for st in doc["Statement"]
+            ]},
+            "in_transit: bucket policy does not deny GetObject over plain HTTP by the app role",
+        ),
+        (  # a TLS condition that denies nothing real
+            lambda doc: {**doc, "Statement": [
+                {**st, "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.0"}}}
+                if st.get("Sid") == "DenyTlsBelow12" else st
+                for st in doc["Statement"]
+            ]},
+            "in_transit: bucket policy does not deny GetObject over TLS 1.1 by the app role",
+        ),
+        (  # the SSE denies now only bind another account: the app role may upload SSE-S3
+            lambda doc: {**doc, "Statement": [
+                {**st, "Principal": {"AWS": "arn:aws:iam::999999999999:root"}}
+                if st.get("Sid") in ("DenyPutWithoutSseKms", "DenyPutUnderAnotherKey") else st
+                for st in doc["Statement"]
+            ]},
+            "uploads: bucket policy does not deny PutObject without SSE by the app role",
+        ),
+    ],
+    ids=["foreign-account-only-deny", "do-nothing-tls-condition", "sse-s3-allowed"],
+)
+def test_a_bucket_policy_that_only_looks_right_is_a_named_gap(stocked, clients, attack, expected) -> None:
+    bucket = stocked["classes"]["administrative"]["regions"]["eu-central-1"]["bucket"]
+    s3 = clients("s3", "eu-central-1")
+    before = _swap_bucket_policy(s3, bucket, attack)
+    try:
+        gaps = [g for g in gaps_of(stocked, clients) if g.startswith("administrative eu-central-1")]
+        assert any(expected in g for g in gaps), gaps
+    finally:
+        s3.put_bucket_policy(Bucket=bucket, Policy=before)
+
+
+def test_an_allow_everyone_key_policy_is_a_named_gap(stocked, clients) -> None:
+    arn = stocked["classes"]["appointments"]["regions"]["eu-central-1"]["key_arn"]
+    kms = clients("kms", "eu-central-1")
+    before = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    everyone = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "Everyone", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"}
+    ]}
+    kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(everyone))
+    try:
+        gaps = [g for g in gaps_of(stocked, clients) if "key_policy" in g]
+        assert len(gaps) == 1 and gaps[0].startswith("appointments eu-central-1 key_policy: key policy: ")
+        assert "statement Everyone allows a wildcard principal" in gaps[0] or "can kms:" in gaps[0]
+        # also when the wildcard statement hides among the right ones (denies keep use closed)
+        mixed = json.loads(before)
+        mixed["Statement"].append(everyone["Statement"][0])
+        kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(mixed))
+        gaps = [g for g in gaps_of(stocked, clients) if "key_policy" in g]
+        assert gaps and "statement Everyone allows a wildcard principal" in gaps[0], gaps
+    finally:
+        kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=before)
+
+
+def test_a_missing_replica_object_is_a_named_gap(stocked, clients) -> None:
+    import pyrage
+
+    from hsm_lab.datapath import DataPath
+
+    path = DataPath(clients, stocked["classes"], primary_region=stocked["primary_region"])
+    record = f"late-{secrets.token_hex(4)}"
+    path.put("appointments", record, b"written in Paris, never replicated")
+    try:
+        gaps = gaps_of(stocked, clients)
+        assert any(
+            g.startswith("appointments eu-central-1 replication: 1 of ") and f"appointments/{record}" in g
+            for g in gaps
+        ), gaps
+        assert not [g for g in gaps if g.startswith("appointments eu-west-3 replication")], "the rule is fine"
+    finally:
+        path.replicate("appointments")
+    assert pyrage  # imported for symmetry with the stocked fixture
