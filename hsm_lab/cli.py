@@ -70,7 +70,7 @@ def stack_apply_localstack(
         raise errors.ClefsError(str(exc)) from None
     path = outputs_path(where.root)
     save_outputs(path, recording.outputs)
-    out.print(f"{summary(mocks)} in LocalStack ({target}); outputs -> {path}")
+    out.print(f"{summary(mocks)}. LocalStack: {target}; outputs -> {path}")
     if mocks.recreated:
         out.print(
             "[yellow]the class keys are new: import them again from the HSM, `hsm-lab byok import "

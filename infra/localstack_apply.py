@@ -183,6 +183,7 @@ class LocalStackMocks(RecordingMocks):
         self._created_lock = threading.Lock()
         self._warm_lock = threading.Lock()
         self._warmed: set[tuple[str, str]] = set()
+        self._fresh: set[str] = set()  # buckets and roles created by this run (not found existing)
 
     _WARM_UP: ClassVar[dict[str, str]] = {"iam": "list_roles", "kms": "list_keys", "s3": "list_buckets"}
 
@@ -274,8 +275,12 @@ class LocalStackMocks(RecordingMocks):
                 return True
             if typ == "aws:iam/rolePolicy:RolePolicy":
                 role, policy = rid.split(":", 1)
+                if role in self._fresh:
+                    return False  # its role was just recreated: so is it
                 self.client_for("iam", region).get_role_policy(RoleName=role, PolicyName=policy)
                 return True
+            if typ != "aws:s3/bucket:Bucket" and rid in self._fresh:
+                return False  # a per-bucket resource of a bucket this run recreated
             # the bucket and every per-bucket resource (whose id is the bucket name)
             self.client_for("s3", region).head_bucket(Bucket=rid)
             return True
@@ -393,6 +398,8 @@ class LocalStackMocks(RecordingMocks):
                 if _code(exc) == "EntityAlreadyExists":
                     raise self._exists_error("IAM role", role_name, region) from None
                 raise
+            with self._created_lock:
+                self._fresh.add(role_name)
             return role_name, {"name": role_name, "arn": role["Arn"], "uniqueId": role["RoleId"]}
         if typ == "aws:iam/rolePolicy:RolePolicy":
             policy_name = str(inputs.get("name") or f"{name}-{self.suffix}")
@@ -414,6 +421,8 @@ class LocalStackMocks(RecordingMocks):
                 if _code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise self._exists_error("bucket", bucket, region) from None
                 raise
+            with self._created_lock:
+                self._fresh.add(bucket)
             if inputs.get("tags"):
                 s3().put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _tags(inputs["tags"], kms=False)})
             return bucket, {
