@@ -22,6 +22,8 @@ from hsm_lab.lab import PRIMARY_TOKEN
 from infra.localstack_apply import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 
 class CountingClients:
     """Real clients, with every AWS call counted (to prove a refusal came before any)."""
@@ -347,6 +349,12 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
     ):
         result = run_cli(*args, lab=lab, extra_env=env, **pins)
         assert result.returncode == 0, (args, result.stderr)
+    note = tmp_path / "note.txt"
+    note.write_text("rendez-vous")
+    early = run_cli("data", "put", "--class", "appointments", "--id", "a-1", "--file", str(note), lab=lab,
+                    extra_env=env)
+    assert early.returncode == 1 and early.stderr.count("\n") == 1, early.stderr
+    assert "no key material imported" in early.stderr and "byok import --class appointments" in early.stderr
     imported = run_cli(
         "byok", "import", "--class", "appointments", "--expires-in-days", "30", lab=lab, extra_env=env, **pins
     )
@@ -471,6 +479,38 @@ def test_verify_is_green_on_the_stack_as_deployed(stocked, clients) -> None:
     document = json.loads(report.to_json())
     assert document["schema"] == "clefs.verify/v2" and document["target"] == "localstack"
     assert "key policies (separation of duties)" in document["not_enforced"]
+    schema = json.loads((REPO / "docs" / "verify.schema.json").read_text())
+    assert conforms(document, schema) == [], "docs/verify.schema.json describes the real output"
+
+
+def conforms(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
+    """The JSON Schema keywords docs/verify.schema.json uses, checked (no extra dependency)."""
+    problems: list[str] = []
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    if "type" in schema and not isinstance(value, kinds[schema["type"]]):
+        return [f"{where}: not {schema['type']}"]
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{where}: not {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{where}: {value!r} not in {schema['enum']}")
+    if "minimum" in schema and value < schema["minimum"]:
+        problems.append(f"{where}: below {schema['minimum']}")
+    if isinstance(value, dict):
+        problems += [f"{where}: no {key}" for key in schema.get("required", []) if key not in value]
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if "propertyNames" in schema:
+                problems += conforms(key, schema["propertyNames"], f"{where}.{key} (name)")
+            if key in properties:
+                problems += conforms(item, properties[key], f"{where}.{key}")
+            elif schema.get("additionalProperties") is False:
+                problems.append(f"{where}: unexpected {key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                problems += conforms(item, schema["additionalProperties"], f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            problems += conforms(item, schema["items"], f"{where}[{index}]")
+    return problems
 
 
 def test_a_plaintext_object_is_a_named_gap_wherever_it_sorts(stocked, clients) -> None:
