@@ -5,7 +5,7 @@
 Throughput, for 4 KiB, 64 KiB and 1 MiB records, in this one process and run, on the same
 plaintext, raw and clefs alternating loop by loop:
   raw    AESGCM(key).encrypt(random nonce, data) / .decrypt -- cryptography, nothing else
-  clefs  EnvelopeCrypter.encrypt / .decrypt: clefs.envelope/v1 with cached KMS data keys,
+  clefs  EnvelopeCrypter.encrypt / .decrypt: clefs.envelope/v2 with cached KMS data keys,
          KMS = the real LocalStack over pinned HTTPS; put-shaped (plaintext -> S3 body) and
          get-shaped (S3 body -> plaintext, class and record id checked), without the S3 trip.
 Encrypt loops drop each output (as a put hands it to S3); decrypt loops cycle over 16 stored

@@ -61,22 +61,32 @@ def stack_apply_localstack(
     ] = None,
     lab: Annotated[Path | None, typer.Option("--lab", help="Lab directory (outputs go there).")] = None,
 ) -> None:
-    """Apply the real program to LocalStack without the Pulumi CLI (mocks that create via boto3)."""
-    import secrets as _secrets
+    """Apply the real program to LocalStack without the Pulumi CLI (mocks that create via boto3).
 
+    The stack's state is <lab>/stack-state.json: applying again reconciles what exists and
+    creates nothing twice; what LocalStack lost (a restart) is recreated, and said so.
+    """
     from hsm_lab.deployment import outputs_path, save_outputs
-    from infra.localstack_apply import HarnessError, apply
+    from infra.localstack_apply import HarnessError, apply, summary
 
     where = Lab.at(lab)
     url, target, client_for = _aws(endpoint, False, where.root)
     try:
-        recording, mocks = apply(url, client_for, suffix=_secrets.token_hex(3))
+        recording, mocks = apply(url, client_for, state_path=where.root / STACK_STATE)
     except HarnessError as exc:
         raise errors.ClefsError(str(exc)) from None
     path = outputs_path(where.root)
     save_outputs(path, recording.outputs)
-    out.print(f"{len(mocks.created)} resources created in LocalStack ({target}); outputs -> {path}")
+    out.print(f"{summary(mocks)}. LocalStack: {target}; outputs -> {path}")
+    if mocks.recreated:
+        out.print(
+            "[yellow]the class keys are new: import them again from the HSM, `hsm-lab byok import "
+            "--class C` for each class[/]"
+        )
     out.print("[yellow]no Pulumi state was written: this is the CLI-less harness, not `pulumi up`[/]")
+
+
+STACK_STATE = "stack-state.json"
 
 
 byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
@@ -575,27 +585,54 @@ RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (
 Clients = Callable[[str, str], object]
 
 
-def _aws(endpoint: str | None, real_aws: bool, lab_root: Path) -> tuple[str, str, Clients]:
-    """(url, description, clients): real AWS, or HTTPS pinned to the lab's LocalStack certificate."""
+_LOADED_STACK: dict = {}  # what `_outputs` loaded last: `_aws` takes the stack's account from it
+
+
+def _aws(
+    endpoint: str | None, real_aws: bool, lab_root: Path, account_id: str | None = None
+) -> tuple[str, str, Clients]:
+    """(url, description, clients): real AWS, or HTTPS to LocalStack pinned to the lab's CA.
+
+    On LocalStack the account is the stack's (its outputs), else this lab's own
+    (docs/localstack.md: each lab is its own account).
+    """
     from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients, localstack_clients
+    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients, require_stack
 
     if real_aws:
-        return "aws", "AWS over HTTPS (system trust store)", aws_clients()
-    url = localstack.check_endpoint(endpoint) if endpoint else localstack.connect().endpoint
-    if endpoint and not localstack.is_healthy(localstack.health(url)):
-        raise localstack.LocalStackError(
-            f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
-            "or pass the right --endpoint"
-        )
-    clients, pin = localstack_clients(url, lab_root)
+        clients = aws_clients()
+        if _LOADED_STACK:
+            require_stack(_LOADED_STACK, clients, localstack=False)
+        return "aws", "AWS over HTTPS (system trust store)", clients
+    ca = None
+    if endpoint:
+        url = localstack.check_endpoint(endpoint)
+        if not localstack.is_healthy(localstack.health(url)):
+            raise localstack.LocalStackError(
+                f"LocalStack not reachable or not healthy at {url}: start it (`hsm-lab localstack start`) "
+                "or pass the right --endpoint"
+            )
+    else:
+        found = localstack.connect(lab_dir=lab_root)
+        url, ca = found.endpoint, found.ca
+    stack_account = str(_LOADED_STACK.get("account_id") or "")
+    if account_id is None and _LOADED_STACK:  # outputs without an account: LocalStack's default
+        account_id = stack_account if len(stack_account) == 12 and stack_account.isdigit() else None
+    elif account_id is None:
+        account_id = lab_account(lab_root)
+    clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
+    if _LOADED_STACK:  # a command that reads the stack: say so when LocalStack lost it
+        require_stack(_LOADED_STACK, clients, localstack=True)
     return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
     from hsm_lab.deployment import load_outputs, outputs_path
 
-    return load_outputs(outputs_path(where.root, outputs))
+    stack = load_outputs(outputs_path(where.root, outputs))
+    _LOADED_STACK.clear()
+    _LOADED_STACK.update(stack)
+    return stack
 
 
 def _byok(
@@ -683,21 +720,23 @@ def byok_revoke(
 
 @app.command()
 def verify(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    sample: Annotated[int, typer.Option("--sample", help="Objects sampled per bucket.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (docs/verify.md).")] = False,
+    max_objects: Annotated[
+        int, typer.Option("--max-objects", help="Object versions read per bucket, at most.")
+    ] = 10_000,
     outputs: OutputsOpt = None,
     endpoint: EndpointOpt = None,
     real_aws: RealAwsOpt = False,
     lab: LabOpt = None,
 ) -> None:
-    """Compliance report from live state, per data class and region; non-zero exit on any gap."""
+    """Compliance proved from live state, per data class and region; non-zero exit on any gap."""
     from hsm_lab.compliance import assess
     from hsm_lab.report import print_compliance
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
-    _url, target, client_for = _aws(endpoint, real_aws, where.root)
-    report = assess(stack, client_for, sample=sample)
+    _url, target, client_for = _aws(endpoint, real_aws, where.root)  # checks the stack still exists
+    report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
     if as_json:
         out.print_json(report.to_json())
     else:

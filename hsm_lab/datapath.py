@@ -1,6 +1,6 @@
 """The data path: put/get records per data class, envelope-encrypted, in the class bucket.
 
-* Every record is a ``clefs.envelope/v1`` (see :mod:`hsm_lab.envelope`): AES-256-GCM under a
+* Every record is a ``clefs.envelope/v2`` (see :mod:`hsm_lab.envelope`): AES-256-GCM under a
   data key from the class's KMS key, KMS context ``{"data_class": <class>}``, class and record
   id bound by GCM. Data keys are cached with limits, so KMS is not called per record.
 * It is stored as ``<class>/<record id>`` in the class's bucket of the chosen region with
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import atomic_write_bytes
 
 DEFAULT_REGION = "eu-west-3"
+KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` asks again
+HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER  # enough to read any envelope header
 META_FORMAT = "clefs-format"
 META_E2E = "clefs-e2e"
 E2E_NONE = "none"
@@ -60,6 +63,24 @@ class DataPathError(ClefsError):
 
 class RecordNotFound(DataPathError):
     """No object for that record in the class bucket."""
+
+
+class KeyNotReady(DataPathError):
+    """The class key is not Enabled with imported material: writing would not be what AWS does."""
+
+
+class RolledBack(DataPathError):
+    """The current S3 version of a record is older than another authentic version of it."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read back: its plaintext, its authenticated write time and its S3 version."""
+
+    plaintext: bytes
+    written: str
+    version_id: str | None
+    newer_versions: int = 0  # authentic versions written after this one (0: not rolled back)
 
 
 class EndToEndError(ClefsError):
@@ -187,6 +208,8 @@ class DataPath:
         self.crypter = crypter or EnvelopeCrypter.with_limits(
             lambda region: self._client("kms", region), limits
         )
+        self.key_state_ttl = KEY_STATE_TTL
+        self._key_states: dict[str, tuple[float, str, str]] = {}  # key ARN -> (when, state, origin)
 
     # -- plumbing
 
@@ -243,6 +266,56 @@ class DataPath:
                 f"S3 {operation} {data_class}/{record_id} in {region} failed: {message}"
             ) from None
 
+    def _key_state(self, key_arn: str, region: str) -> tuple[str, str]:
+        """(KeyState, Origin) from DescribeKey, cached for `key_state_ttl` seconds per process."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        now = time.monotonic()
+        with self._lock:
+            cached = self._key_states.get(key_arn)
+        if cached is not None and now - cached[0] < self.key_state_ttl:
+            return cached[1], cached[2]
+        try:
+            meta = self._client("kms", region).describe_key(KeyId=key_arn)["KeyMetadata"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            raise KeyNotReady(
+                f"class key {key_arn} cannot be described ({code}); refusing to write"
+            ) from None
+        except BotoCoreError as exc:
+            raise DataPathError(
+                f"KMS DescribeKey {key_arn} failed: {' '.join(str(exc).split())[:160]}"
+            ) from None
+        answer = (str(meta.get("KeyState")), str(meta.get("Origin")))
+        with self._lock:
+            self._key_states[key_arn] = (now, *answer)
+        return answer
+
+    def require_key_ready(self, data_class: str) -> None:
+        """Refuse a class whose key, in any of its regions, is not Enabled with its material.
+
+        On AWS a PendingImport key refuses GenerateDataKey; LocalStack does not always (a late
+        replica even works without material, docs/localstack.md), so the data path asks first.
+        Every region counts: S3 replication writes the replica under the replica key.
+        """
+        spec = self.classes.get(data_class)
+        if spec is None:
+            self.target(data_class)  # the usual "unknown data class" error
+            return
+        for region, where in spec.regions.items():
+            state, origin = self._key_state(where.key_arn, region)
+            if state == "Enabled":
+                continue
+            why = "no key material imported" if state == "PendingImport" else f"key state {state}"
+            hint = (
+                f"run `hsm-lab byok import --class {data_class}` first"
+                if origin == "EXTERNAL"
+                else "enable it first"
+            )
+            raise KeyNotReady(
+                f"class {data_class}: its key in {region} is not usable ({why}); {hint}; refusing to write"
+            )
+
     # -- API
 
     def put(
@@ -256,6 +329,7 @@ class DataPath:
         """Encrypt and store one record; returns its object key. E2E classes need recipients."""
         key = self.object_key(data_class, record_id)
         spec, region, where = self.target(data_class, region)
+        self.require_key_ready(data_class)
         if spec.end_to_end:
             payload: bytes | bytearray | memoryview = seal_document(bytes(plaintext), recipients or [])
             mode: str | None = E2E_AGE
@@ -283,11 +357,14 @@ class DataPath:
         return key
 
     def _open(
-        self, data_class: str, record_id: str, region: str | None
-    ) -> tuple[ClassTarget, envelope.Opened]:
+        self, data_class: str, record_id: str, region: str | None, version_id: str | None = None
+    ) -> tuple[ClassTarget, envelope.Opened, str | None]:
         key = self.object_key(data_class, record_id)
         spec, region, where = self.target(data_class, region)
-        response = self._s3("get_object", region, data_class, record_id, Bucket=where.bucket, Key=key)
+        extra = {"VersionId": version_id} if version_id else {}
+        response = self._s3(
+            "get_object", region, data_class, record_id, Bucket=where.bucket, Key=key, **extra
+        )
         blob = response["Body"].read()
         opened = self.crypter.decrypt(
             blob, data_class=data_class, record_id=record_id, key_arn=where.key_arn, region=region
@@ -298,7 +375,83 @@ class DataPath:
                 f"record {data_class}/{record_id}: end-to-end mode {opened.header.e2e or 'none'} "
                 f"does not match the class ({expected or 'none'}); refusing"
             )
-        return spec, opened
+        return spec, opened, response.get("VersionId")
+
+    def newer_versions(
+        self, data_class: str, record_id: str, written: str, current: str | None, region: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Other S3 versions of the record that are authentic and were written after `written`.
+
+        Someone with s3:PutObject can make an older version current again (copy it over the
+        newest); its authenticated `written` then predates another authentic version still in
+        the history. Someone who may also delete versions leaves no such trace: only an index
+        outside the bucket stops that (docs/datapath.md, "Rollback").
+        """
+        key = self.object_key(data_class, record_id)
+        _spec, region, where = self.target(data_class, region)
+        versions = self._s3(
+            "list_object_versions", region, data_class, record_id, Bucket=where.bucket, Prefix=key
+        ).get("Versions", [])
+        newer: list[tuple[str, str]] = []
+        for version in versions:
+            if version.get("Key") != key or version.get("VersionId") in (current, None, "null"):
+                continue
+            response = self._s3(
+                "get_object",
+                region,
+                data_class,
+                record_id,
+                Bucket=where.bucket,
+                Key=key,
+                VersionId=version["VersionId"],
+                Range=f"bytes=0-{HEADER_BYTES - 1}",
+            )
+            parsed = envelope.read_header(response["Body"].read())
+            if parsed is None or parsed[0].written <= written:
+                continue
+            try:  # a claim of being newer counts only once the version is proved authentic
+                _s, opened, _v = self._open(data_class, record_id, region, version["VersionId"])
+            except (RecordAuthenticationError, envelope.KeyServiceError):
+                continue
+            newer.append((str(version["VersionId"]), opened.header.written))
+        return sorted(newer, key=lambda item: item[1])
+
+    def read(
+        self,
+        data_class: str,
+        record_id: str,
+        region: str | None = None,
+        identity: Identities | None = None,
+        *,
+        check_history: bool = True,
+        sealed: bool = False,
+    ) -> Record:
+        """A record with its authenticated write time and S3 version; RolledBack if the current
+        version is older than another authentic version (`check_history`)."""
+        spec, opened, version_id = self._open(data_class, record_id, region)
+        if check_history:
+            newer = self.newer_versions(data_class, record_id, opened.header.written, version_id, region)
+            if newer:
+                newest_id, newest_written = newer[-1]
+                raise RolledBack(
+                    f"record {data_class}/{record_id} was rolled back: the current S3 version was written "
+                    f"{opened.header.written}, but an authentic version written {newest_written} exists "
+                    f"(version {newest_id}); refusing"
+                )
+        if sealed:
+            if not spec.end_to_end:
+                raise InputError(f"class {data_class} is not end-to-end: there is no sealed form")
+            plaintext = opened.plaintext
+        elif not spec.end_to_end:
+            plaintext = opened.plaintext
+        elif identity is None:
+            raise EndToEndError(
+                f"record {data_class}/{record_id} is end-to-end encrypted: only the patient's or "
+                "practitioner's age identity opens it (the platform holds ciphertext only)"
+            )
+        else:
+            plaintext = open_document(opened.plaintext, identity, f"record {data_class}/{record_id}")
+        return Record(plaintext, opened.header.written, version_id)
 
     def get(
         self,
@@ -309,22 +462,79 @@ class DataPath:
     ) -> bytes:
         """The plaintext of one record. End-to-end classes need the reader's age identity:
         without one this raises EndToEndError (the platform holds only age ciphertext)."""
-        spec, opened = self._open(data_class, record_id, region)
-        if not spec.end_to_end:
-            return opened.plaintext
-        if identity is None:
-            raise EndToEndError(
-                f"record {data_class}/{record_id} is end-to-end encrypted: only the patient's or "
-                "practitioner's age identity opens it (the platform holds ciphertext only)"
-            )
-        return open_document(opened.plaintext, identity, f"record {data_class}/{record_id}")
+        return self.read(data_class, record_id, region, identity, check_history=False).plaintext
 
     def get_sealed(self, data_class: str, record_id: str, region: str | None = None) -> bytes:
         """An end-to-end record as the platform can read it: the age ciphertext for the device."""
-        spec, opened = self._open(data_class, record_id, region)
-        if not spec.end_to_end:
-            raise InputError(f"class {data_class} is not end-to-end: there is no sealed form")
-        return opened.plaintext
+        return self.read(data_class, record_id, region, check_history=False, sealed=True).plaintext
+
+    def replicate(self, data_class: str | None = None) -> dict[str, int]:
+        """Do what S3 replication does and LocalStack does not: copy every version of every record
+        of the primary bucket that its replica lacks, byte for byte, oldest first, stored with
+        SSE-KMS under the replica's class key. Returns {class: versions copied}.
+
+        A replica is recognised by its envelope header (class, record, wrapped key, nonce,
+        written: unique per write), as version ids cannot be carried over outside S3.
+        """
+        copied: dict[str, int] = {}
+        for name in [data_class] if data_class else sorted(self.classes):
+            spec, primary, source = self.target(name)
+            copied[name] = 0
+            for region, target in spec.regions.items():
+                if region == primary:
+                    continue
+                present = {header for _key, _v, header in self._headers(name, region, target.bucket)}
+                for key, version_id, header in self._headers(name, primary, source.bucket):
+                    if header in present:
+                        continue
+                    record_id = key.split("/", 1)[-1]
+                    response = self._s3(
+                        "get_object",
+                        primary,
+                        name,
+                        record_id,
+                        Bucket=source.bucket,
+                        Key=key,
+                        VersionId=version_id,
+                    )
+                    self._s3(
+                        "put_object",
+                        region,
+                        name,
+                        record_id,
+                        Bucket=target.bucket,
+                        Key=key,
+                        Body=response["Body"].read(),
+                        ContentType="application/octet-stream",
+                        ServerSideEncryption="aws:kms",
+                        SSEKMSKeyId=target.key_arn,
+                        BucketKeyEnabled=True,
+                        Metadata=response.get("Metadata") or {},
+                    )
+                    copied[name] += 1
+        return copied
+
+    def _headers(self, data_class: str, region: str, bucket: str) -> list[tuple[str, str, bytes]]:
+        """(key, version id, envelope AAD bytes) of every envelope version under <class>/, oldest
+        written first (S3's LastModified has one-second granularity; `written` has milliseconds)."""
+        client = self._client("s3", region)
+        versions = []
+        for page in client.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=f"{data_class}/"
+        ):
+            versions += page.get("Versions", [])
+        found = []
+        for version in versions:
+            response = client.get_object(
+                Bucket=bucket,
+                Key=version["Key"],
+                VersionId=version["VersionId"],
+                Range=f"bytes=0-{HEADER_BYTES - 1}",
+            )
+            parsed = envelope.read_header(response["Body"].read())
+            if parsed is not None:
+                found.append((parsed[0].written, version["Key"], version["VersionId"], parsed[1]))
+        return [(key, version_id, aad) for _w, key, version_id, aad in sorted(found)]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -359,11 +569,23 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
     from hsm_lab import localstack as ls
 
     lab_dir = lab.resolve() if lab else ls.default_lab()
-    classes, primary = load_outputs(outputs or lab_dir / OUTPUTS_NAME)
+    document = deployment.load_outputs(outputs or lab_dir / OUTPUTS_NAME)
+    path = str(outputs or lab_dir / OUTPUTS_NAME)
+    classes = parse_classes(document["classes"], path)
+    primary = document.get("primary_region") if isinstance(document.get("primary_region"), str) else None
     if aws:
-        return DataPath(aws_clients(), classes, primary_region=primary), "AWS over HTTPS (system trust store)"
-    instance = ls.connect()
-    factory, pin = localstack_clients(instance.endpoint, lab_dir)
+        clients = aws_clients()
+        deployment.require_stack(document, clients, localstack=False)
+        return DataPath(clients, classes, primary_region=primary), "AWS over HTTPS (system trust store)"
+    instance = ls.connect(lab_dir=lab_dir)
+    account = str(document.get("account_id") or "")  # the stack's LocalStack account
+    factory, pin = localstack_clients(
+        instance.endpoint,
+        lab_dir,
+        ca=instance.ca,
+        account_id=account if len(account) == 12 and account.isdigit() else None,
+    )
+    deployment.require_stack(document, factory, localstack=True)
     return DataPath(factory, classes, primary_region=primary), pin.describe()
 
 
@@ -425,10 +647,8 @@ def get_command(
             raise InputError("--sealed and --identity exclude each other")
         identities = load_identities(identity) if identity else None
         datapath, transport = _datapath(lab, outputs, aws)
-        if sealed:
-            data = datapath.get_sealed(data_class, record_id, region)
-        else:
-            data = datapath.get(data_class, record_id, region, identities)
+        record = datapath.read(data_class, record_id, region, identities, sealed=sealed)
+        data = record.plaintext
         if out is not None:
             atomic_write_bytes(out, data, 0o600)
     except ClefsError as error:
@@ -439,7 +659,33 @@ def get_command(
     what = "sealed (age ciphertext)" if sealed else "plaintext"
     where = f"-> {out}" if out is not None else "-> stdout"
     _err.print(f"read {escape(data_class)}/{escape(record_id)}: {len(data)} bytes {what} {escape(where)}")
+    _err.print(
+        f"  written {record.written} (authenticated), S3 version {escape(str(record.version_id))}, "
+        "the newest authentic version in the bucket's history"
+    )
     _err.print(f"  {escape(transport)}")
+
+
+@app.command("replicate")
+def replicate_command(
+    data_class: Annotated[
+        str | None, typer.Option("--class", "-c", help="Only this class [default: every class].")
+    ] = None,
+    outputs: OutputsOpt = None,
+    lab: LabOpt = None,
+    aws: AwsOpt = False,
+) -> None:
+    """Copy what S3 replication would to the replica buckets (LocalStack stores the rule, copies nothing)."""
+    try:
+        if aws:
+            raise InputError("on AWS, S3 replication copies records itself: `replicate` is for LocalStack")
+        datapath, transport = _datapath(lab, outputs, aws)
+        copied = datapath.replicate(data_class)
+    except ClefsError as error:
+        raise _fail(error) from None
+    for name, count in copied.items():
+        _out.print(f"{escape(name)}: {count} record version(s) copied byte for byte to the replica bucket")
+    _out.print(f"  {escape(transport)}")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m hsm_lab.datapath put ...`

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -63,68 +65,53 @@ def class_key_arns(outputs: dict[str, Any], data_class: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TlsPin:
-    """LocalStack's self-signed certificate, trusted exactly (and nothing else)."""
+    """LocalStack's TLS, pinned to the CA the lab made (never to what the server sends)."""
 
-    url: str  # https://localhost:<port>: the name the certificate carries
-    pem: Path
-    sha256: str  # fingerprint of the DER certificate
+    url: str  # https://<loopback host>:<port>
+    pem: Path  # the trust anchor: the lab CA's certificate
+    sha256: str  # fingerprint of the CA certificate (DER)
 
     def describe(self) -> str:
-        return (
-            f"TLS verified against LocalStack's pinned certificate {self.pem} (sha256 {self.sha256[:16]}...)"
-        )
+        return f"TLS verified against the lab's own CA {self.pem} (sha256 {self.sha256[:16]}...)"
 
 
-def _cert_names(pem: str) -> tuple[set[str], set[str]]:
-    from cryptography import x509
+def pin_localstack_tls(endpoint: str, lab_dir: Path, *, ca: Path | None = None) -> TlsPin:
+    """Pin a loopback LocalStack's TLS to the lab's CA, and check the server presents its certificate.
 
-    cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set(), set()
-    return set(san.get_values_for_type(x509.DNSName)), {
-        str(ip) for ip in san.get_values_for_type(x509.IPAddress)
-    }
-
-
-def pin_localstack_tls(endpoint: str, lab_dir: Path) -> TlsPin:
-    """Fetch the loopback LocalStack's certificate, write it to <lab>/localstack/tls.pem, pin it.
-
-    LocalStack serves HTTPS with a self-signed certificate on its port. Its subjectAltName
-    holds ``DNS:localhost`` and ``DNS:localhost.localstack.cloud`` but a malformed
-    ``DNS:127.0.0.1IP:127.0.0.1`` instead of an IP entry, so clients talk to
-    ``https://localhost:<port>`` (``/etc/hosts``) with exactly this certificate as trust anchor.
-    Fetching it over loopback is trust on first use: clients made from this pin accept only
-    this certificate; the next call fetches it again (LocalStack makes one per data directory).
+    The trust anchor is `ca`, else $CLEFS_LOCALSTACK_CA, else ``<lab>/localstack/tls/ca.pem``
+    (hsm_lab.localstack.trust_anchor): the lab decides it, nothing is fetched from the port. A
+    server presenting any other certificate fails the handshake here, in one line, and would
+    fail every client call made from this pin.
     """
-    from hsm_lab.localstack import is_loopback
+    from hsm_lab.localstack import LocalStackError, is_loopback, trust_anchor
 
     parts = urlsplit(endpoint)
     if not is_loopback(endpoint) or parts.hostname is None:
         raise errors.ClefsError(f"{endpoint}: certificate pinning is for a loopback LocalStack only")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = "127.0.0.1" if parts.hostname.lower() == "localhost" else parts.hostname
     try:
-        pem = ssl.get_server_certificate((host, port), timeout=5)
-    except (OSError, ssl.SSLError) as exc:
+        anchor = trust_anchor(lab_dir, ca)
+    except LocalStackError as exc:
+        raise errors.ClefsError(str(exc)) from None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    context = ssl.create_default_context(cafile=str(anchor))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with (
+            socket.create_connection((host, port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            pass
+    except ssl.SSLCertVerificationError as exc:
         raise errors.ClefsError(
-            f"cannot fetch LocalStack's TLS certificate from {host}:{port}: {exc}"
+            f"LocalStack at {host}:{port} presents a certificate not issued by the lab's CA {anchor} "
+            f"({exc.verify_message}): refusing it; is this the LocalStack the lab started?"
         ) from None
-    dns, ips = _cert_names(pem)
-    if "localhost" in dns:
-        url = f"https://localhost:{port}"
-    elif host in ips:
-        url = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
-    else:
-        raise errors.ClefsError(
-            f"LocalStack's certificate at {host}:{port} names neither localhost nor {host}: "
-            "TLS cannot be verified"
-        )
-    path = Path(lab_dir).resolve() / "localstack" / TLS_PEM
-    atomic_write_text(path, pem)
-    der = ssl.PEM_cert_to_DER_cert(pem)
-    return TlsPin(url, path, hashlib.sha256(der).hexdigest())
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.ClefsError(f"cannot open TLS to LocalStack at {host}:{port}: {exc}") from None
+    der = ssl.PEM_cert_to_DER_cert(anchor.read_text())
+    return TlsPin(url, anchor, hashlib.sha256(der).hexdigest())
 
 
 def _boto_config() -> Any:
@@ -135,18 +122,49 @@ def _boto_config() -> Any:
         s3={"addressing_style": "path"},
         connect_timeout=5,
         read_timeout=60,
+        max_pool_connections=16,  # verify reads objects from several threads
     )
 
 
-def localstack_clients(endpoint: str, lab_dir: Path) -> tuple[ClientFactory, TlsPin]:
-    """HTTPS boto3 clients for the lab's LocalStack, verifying its pinned certificate.
+DEFAULT_LOCALSTACK_ACCOUNT = "000000000000"
+ACCOUNT_FILE = "account-id"
 
-    Clients are made once per (service, region) under a lock: boto3's default session is
-    not thread-safe, and the stack harness asks for clients from several threads.
+
+def lab_account(lab_root: Path) -> str:
+    """This lab's own AWS account id in LocalStack (made once, kept in <lab>/localstack/).
+
+    LocalStack takes a 12-digit access key id as the account (docs/localstack.md): each lab is
+    its own account, so two labs sharing one LocalStack never see each other's aliases or keys,
+    exactly as two AWS accounts would not.
+    """
+    path = Path(lab_root).resolve() / "localstack" / ACCOUNT_FILE
+    try:
+        account = path.read_text().strip()
+    except FileNotFoundError:
+        account = ""
+    if len(account) == 12 and account.isdigit():
+        return account
+    account = str(100_000_000_000 + secrets.randbelow(900_000_000_000))
+    atomic_write_text(path, account + "\n")
+    return account
+
+
+def localstack_clients(
+    endpoint: str, lab_dir: Path, *, ca: Path | None = None, account_id: str | None = None
+) -> tuple[ClientFactory, TlsPin]:
+    """HTTPS boto3 clients for a loopback LocalStack, trusting only the lab's CA.
+
+    `account_id` (12 digits) picks the LocalStack account (default 000000000000); its secret
+    is LocalStack's public dummy "test". Clients are made once per (service, region) under a
+    lock: boto3's default session is not thread-safe, and the stack harness asks for clients
+    from several threads.
     """
     import boto3
 
-    pin = pin_localstack_tls(endpoint, lab_dir)
+    pin = pin_localstack_tls(endpoint, lab_dir, ca=ca)
+    account = account_id or DEFAULT_LOCALSTACK_ACCOUNT
+    if not (len(account) == 12 and account.isdigit()):
+        raise errors.InputError(f"LocalStack account id {account!r} is not 12 digits")
     config = _boto_config()
     made: dict[tuple[str, str], Any] = {}
     lock = threading.Lock()
@@ -162,7 +180,7 @@ def localstack_clients(endpoint: str, lab_dir: Path) -> tuple[ClientFactory, Tls
             service,
             region_name=region,
             endpoint_url=pin.url,
-            aws_access_key_id="test",
+            aws_access_key_id=account,  # LocalStack: the account id; not a secret
             aws_secret_access_key="test",  # noqa: S106 -- LocalStack's dummy credentials
             verify=str(pin.pem),
             config=config,
@@ -184,3 +202,54 @@ def aws_clients(profile: str | None = None) -> ClientFactory:
             return session.client(service, region_name=region, config=config)
 
     return factory
+
+
+class StackGone(errors.ClefsError):
+    """The stack outputs name keys and buckets that no longer exist (LocalStack was restarted)."""
+
+
+def require_stack(outputs: dict[str, Any], client_for: ClientFactory, *, localstack: bool) -> None:
+    """Check that every class key and bucket of the outputs still exists; one line if not.
+
+    LocalStack keeps no state across a restart (docs/localstack.md): without this, every command
+    would fail on its own with NoSuchBucket or NotFoundException and no hint of why.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    classes = outputs.get("classes") or {}
+    gone, total = [], 0
+    for data_class, spec in sorted(classes.items()):
+        for region, where in sorted((spec.get("regions") or {}).items()):
+            for kind, call in (
+                ("key", lambda r=region, w=where: client_for("kms", r).describe_key(KeyId=w["key_arn"])),
+                ("bucket", lambda r=region, w=where: client_for("s3", r).head_bucket(Bucket=w["bucket"])),
+            ):
+                total += 1
+                try:
+                    call()
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code in ("NotFoundException", "NoSuchBucket", "404", "NotFound"):
+                        gone.append(f"{data_class} {region} {kind}")
+                    else:
+                        raise errors.ClefsError(
+                            f"cannot read the stack's {kind} in {region}: {code}"
+                        ) from None
+                except BotoCoreError as exc:
+                    raise errors.ClefsError(
+                        f"cannot reach the stack: {' '.join(str(exc).split())[:160]}"
+                    ) from None
+    if not gone:
+        return
+    names = ", ".join(sorted(classes))
+    if localstack:
+        raise StackGone(
+            f"{len(gone)} of {total} keys and buckets of the stack are gone from LocalStack "
+            f"(e.g. {gone[0]}): "
+            "LocalStack keeps no state, so it was restarted; run `hsm-lab stack apply-localstack`, then "
+            f"`hsm-lab byok import --class C` for each class ({names})"
+        )
+    raise StackGone(
+        f"{len(gone)} of {total} keys and buckets of the stack no longer exist (e.g. {gone[0]}): "
+        "deploy the stack again (`hsm-lab stack up`) and import the class keys"
+    )

@@ -1,12 +1,18 @@
-"""``clefs.envelope/v1``: one record, envelope-encrypted under a cached KMS data key.
+"""``clefs.envelope/v2``: one record, envelope-encrypted under a cached KMS data key.
 
 Layout (all of it is one S3 object)::
 
-    b"CLEF" | version (1 byte, = 1) | header length (u32 big-endian) | header | ciphertext ‖ tag
+    b"CLEF" | version (1 byte, = 2) | header length (u32 big-endian) | header | ciphertext ‖ tag
 
     header = canonical JSON (RFC 8785 form: sorted keys, no whitespace) of exactly
       {"alg": "A256GCM", "data_class": str, "record_id": str, "kms_key_arn": str,
-       "edk": base64(KMS CiphertextBlob), "nonce": base64(12 bytes), "e2e": null | "age-x25519"}
+       "edk": base64(KMS CiphertextBlob), "nonce": base64(12 bytes), "e2e": null | "age-x25519",
+       "written": "YYYY-MM-DDTHH:MM:SS.mmmZ"}
+
+``written`` (v2) is the writer's UTC clock when it sealed the record; it is in the AAD, so it is
+authenticated like the rest, and `data get` prints it. It is what lets a reader notice a record
+rolled back to an older S3 version (docs/datapath.md, "Rollback"). v1 (no ``written``) is no
+longer read: the lab never kept v1 records (LocalStack keeps no state).
 
 Values are restricted so that no JSON escaping ever occurs (class: a-z 0-9 -, record id:
 A-Z a-z 0-9 . _ - up to 128, key ARN: printable ASCII without space, quote or backslash); a
@@ -60,9 +66,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import wipe
 
-FORMAT = "clefs.envelope/v1"
+FORMAT = "clefs.envelope/v2"
 MAGIC = b"CLEF"
-VERSION = 1
+VERSION = 2
 ALG = "A256GCM"
 E2E_AGE = "age-x25519"
 E2E_MODES = (None, E2E_AGE)
@@ -73,7 +79,10 @@ MAX_HEADER = 16 * 1024  # a KMS CiphertextBlob is at most 6144 bytes (8 KiB in b
 MAX_EDK = 6144
 MAX_RECORD_BYTES = 1 << 30
 PREFIX = struct.Struct(">4sBI")  # magic, version, header length
-HEADER_FIELDS = frozenset({"alg", "data_class", "record_id", "kms_key_arn", "edk", "nonce", "e2e"})
+HEADER_FIELDS = frozenset(
+    {"alg", "data_class", "record_id", "kms_key_arn", "edk", "nonce", "e2e", "written"}
+)
+WRITTEN_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 CONTEXT_KEY = "data_class"
 """The only KMS encryption-context key; equals infra.data_classes.ENCRYPTION_CONTEXT_KEY."""
@@ -140,12 +149,37 @@ _ARN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,2048}")  # printable ASCII exc
 _HEADER_RE = re.compile(
     rb'\{"alg":"A256GCM","data_class":"([a-z0-9]+(?:-[a-z0-9]+)*)","e2e":(null|"age-x25519"),'
     rb'"edk":"([A-Za-z0-9+/]+={0,2})","kms_key_arn":"([\x21\x23-\x5b\x5d-\x7e]{1,2048})",'
-    rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})"\}'
+    rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})",'
+    rb'"written":"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"\}'
 )
 
 
+def written_now() -> str:
+    """The `written` field for a record sealed now (UTC, milliseconds)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def _valid_written(value: str) -> bool:
+    from datetime import datetime
+
+    if not WRITTEN_RE.fullmatch(value):
+        return False
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return True
+
+
 def encode_header(
-    data_class: str, record_id: str, kms_key_arn: str, edk_b64: str, nonce_b64: str, e2e: str | None
+    data_class: str,
+    record_id: str,
+    kms_key_arn: str,
+    edk_b64: str,
+    nonce_b64: str,
+    e2e: str | None,
+    written: str,
 ) -> bytes:
     """The header's canonical JSON (RFC 8785: sorted keys, no whitespace), written out directly.
 
@@ -158,13 +192,22 @@ def encode_header(
         or not RECORD_ID_RE.fullmatch(record_id)
         or not _ARN_RE.fullmatch(kms_key_arn)
         or e2e not in E2E_MODES
+        or not _valid_written(written)
     ):
-        raise InputError("envelope header fields out of range (class, record id, key ARN or e2e mode)")
-    return _encode_checked(data_class, record_id, kms_key_arn, edk_b64, nonce_b64, e2e)
+        raise InputError(
+            "envelope header fields out of range (class, record id, key ARN, e2e mode or written time)"
+        )
+    return _encode_checked(data_class, record_id, kms_key_arn, edk_b64, nonce_b64, e2e, written)
 
 
 def _encode_checked(
-    data_class: str, record_id: str, kms_key_arn: str, edk_b64: str, nonce_b64: str, e2e: str | None
+    data_class: str,
+    record_id: str,
+    kms_key_arn: str,
+    edk_b64: str,
+    nonce_b64: str,
+    e2e: str | None,
+    written: str,
 ) -> bytes:
     """encode_header for fields the caller has already checked (the encrypt hot path)."""
     return "".join(
@@ -181,6 +224,8 @@ def _encode_checked(
             nonce_b64,
             '","record_id":"',
             record_id,
+            '","written":"',
+            written,
             '"}',
         )
     ).encode("ascii")
@@ -197,10 +242,17 @@ class Header(NamedTuple):
     edk: bytes
     nonce: bytes
     e2e: str | None = None
+    written: str = "1970-01-01T00:00:00.000Z"
 
     def encode(self) -> bytes:
         return encode_header(
-            self.data_class, self.record_id, self.kms_key_arn, _b64(self.edk), _b64(self.nonce), self.e2e
+            self.data_class,
+            self.record_id,
+            self.kms_key_arn,
+            _b64(self.edk),
+            _b64(self.nonce),
+            self.e2e,
+            self.written,
         )
 
     def prefix(self) -> bytes:
@@ -225,12 +277,13 @@ def _header_from(raw: bytes) -> Header:
     match = _HEADER_RE.fullmatch(raw)
     if match is None:
         raise ValueError("not a canonical clefs.envelope/v1 header")
-    data_class, e2e, edk_b64, arn, nonce_b64, record_id = match.groups()
+    data_class, e2e, edk_b64, arn, nonce_b64, record_id, written = match.groups()
     edk = binascii.a2b_base64(edk_b64)
     if (
         not 0 < len(edk) <= MAX_EDK
         or len(data_class) > MAX_CLASS_LEN
         or binascii.b2a_base64(edk, newline=False) != edk_b64
+        or not _valid_written(written.decode("ascii"))
     ):
         raise ValueError("bad field")  # e.g. base64 with non-zero padding bits: not canonical
     return Header(
@@ -240,6 +293,7 @@ def _header_from(raw: bytes) -> Header:
         edk,
         binascii.a2b_base64(nonce_b64),  # 16 characters: exactly 12 bytes, no padding
         None if e2e == b"null" else E2E_AGE,
+        written.decode("ascii"),
     )
 
 
@@ -263,6 +317,25 @@ def parse(blob: bytes | bytearray | memoryview, data_class: str = "?", record_id
     except (ValueError, binascii.Error, struct.error):
         raise _not_authentic(data_class, record_id) from None
     return Envelope(header, view[:end], view[end:])
+
+
+def read_header(prefix: bytes | bytearray | memoryview) -> tuple[Header, bytes] | None:
+    """The header and the AAD bytes from the start of an object (no body needed), or None.
+
+    Not authenticated: only a decryption (the data key) proves a record authentic. Used by
+    `verify` to check what every stored object claims to be without decrypting it.
+    """
+    view = memoryview(prefix).cast("B")
+    try:
+        magic, version, length = PREFIX.unpack_from(view)
+        if magic != MAGIC or version != VERSION or not 0 < length <= MAX_HEADER:
+            return None
+        end = PREFIX.size + length
+        if len(view) < end:
+            return None
+        return _header_from(bytes(view[PREFIX.size : end])), bytes(view[:end])
+    except (ValueError, binascii.Error, struct.error):
+        return None
 
 
 # --------------------------------------------------------------------------- cache
@@ -529,13 +602,17 @@ class EnvelopeCrypter:
         key_arn: str,
         region: str,
         e2e: str | None = None,
+        written: str | None = None,
     ) -> bytearray:
-        """The envelope of one record (class key `key_arn` in `region`)."""
+        """The envelope of one record (class key `key_arn` in `region`), stamped `written` (now)."""
         check_record_id(record_id)
         if not is_class_name(data_class):
             raise InputError(f"data class {data_class[:40]!r} is not a class name")
         if e2e not in E2E_MODES:
             raise InputError(f"unknown end-to-end mode {e2e!r}")
+        written = written_now() if written is None else written
+        if not _valid_written(written):
+            raise InputError(f"written time {written[:30]!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
         size = len(memoryview(plaintext).cast("B"))
         if size > MAX_RECORD_BYTES:
             raise InputError(
@@ -552,7 +629,9 @@ class EnvelopeCrypter:
             nonce = os.urandom(NONCE_LEN)  # fresh per record; a key sees <= max_messages of them
             # class, record id and e2e checked above, the key ARN when the data key was loaded
             prefix = _prefix(
-                _encode_checked(data_class, record_id, data_key.key_arn, data_key.edk_b64, _b64(nonce), e2e)
+                _encode_checked(
+                    data_class, record_id, data_key.key_arn, data_key.edk_b64, _b64(nonce), e2e, written
+                )
             )
             out = bytearray(len(prefix) + size + TAG_LEN)
             out[: len(prefix)] = prefix

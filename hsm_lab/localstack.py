@@ -14,6 +14,12 @@ Two ways to get an AWS emulator for S3 and KMS:
 
 Endpoints that are not loopback (127.0.0.0/8, ::1, localhost) are refused unless the caller
 passes ``allow_remote=True``: the lab never sends traffic off the machine by accident.
+
+What it starts binds 127.0.0.1 only (``GATEWAY_SERVER=hypercorn``: the default twisted gateway
+ignores the host in ``GATEWAY_LISTEN`` and binds 0.0.0.0, see docs/localstack.md), gets an
+allow-listed environment (no PIN, no ``CLEFS_*``, no AWS credential) and serves a certificate
+issued by the lab's own CA, whose private key is never written anywhere: clients trust that CA
+only, so the pin is decided by the lab, never fetched from whatever answers on the port.
 """
 
 from __future__ import annotations
@@ -69,8 +75,14 @@ SERVICES = "s3,kms,iam,sts"
 RUNTIME_MODULE = "localstack.runtime.main"
 
 ENDPOINT_ENV = "CLEFS_LOCALSTACK_ENDPOINT"
+CA_ENV = "CLEFS_LOCALSTACK_CA"
 PYTHON_ENV = "CLEFS_LOCALSTACK_PYTHON"
 LAB_ENV = "CLEFS_LAB"
+# The only variables of ours LocalStack inherits (docs/localstack.md): it gets no PIN, no
+# CLEFS_* and no AWS credential, whatever the shell that started it holds.
+ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+_ENV_DENY = re.compile(r"PIN|PASSPHRASE|SECRET|TOKEN|^CLEFS_|^AWS_", re.IGNORECASE)
+TLS_DAYS = 365
 
 _PIP_NOISE = re.compile(r"^WARNING: Location '.*' is ignored")
 _HEALTHY_STATES = frozenset({"available", "running"})
@@ -197,6 +209,14 @@ class LocalStack:
     version: str | None = None
     startup_seconds: float | None = None
     source: str = "lab"
+    ca: Path | None = None  # the trust anchor of its certificate (None: unknown, cannot pin)
+
+    def client_env(self) -> dict[str, str]:
+        """What another process (another lab) needs to use this LocalStack: endpoint and CA."""
+        env = {ENDPOINT_ENV: self.endpoint}
+        if self.ca is not None:
+            env[CA_ENV] = str(self.ca)
+        return env
 
     @property
     def log(self) -> Path | None:
@@ -234,12 +254,138 @@ class LabPaths:
     data: Path
     log: Path
     pid: Path
+    tls: Path  # 0700: ca.pem (public), server.pem (server key + certificate, 0600)
+
+    @property
+    def ca(self) -> Path:
+        return self.tls / "ca.pem"
+
+    @property
+    def server_pem(self) -> Path:
+        return self.tls / "server.pem"
 
 
 def paths(lab_dir: str | os.PathLike[str]) -> LabPaths:
     root = Path(lab_dir).resolve()
     base = root / "localstack"
-    return LabPaths(root, base, base / "data", base / "localstack.log", base / "localstack.pid")
+    return LabPaths(
+        root, base, base / "data", base / "localstack.log", base / "localstack.pid", base / "tls"
+    )
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _cert_usable(ca_pem: Path, server_pem: Path) -> bool:
+    """The lab's certificate exists, is issued by the lab's CA and is valid for a day more."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+        text = server_pem.read_bytes()
+        cert = x509.load_pem_x509_certificate(text[text.index(b"-----BEGIN CERTIFICATE-----") :])
+        cert.verify_directly_issued_by(ca)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    return cert.not_valid_after_utc > datetime.now(UTC) + timedelta(days=1)
+
+
+def ensure_tls(lab_dir: str | os.PathLike[str]) -> Path:
+    """The lab's CA and LocalStack's server certificate (made once); returns the CA's path.
+
+    A fresh P-256 CA signs one server certificate for ``localhost``, ``127.0.0.1`` and ``::1``;
+    the CA's private key only ever lives in this function's memory, so nobody can issue a
+    second certificate that the lab's clients would accept. The server key and certificate go
+    to ``server.pem`` (0600, directory 0700) for LocalStack's ``CUSTOM_SSL_CERT_PATH``.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    p = paths(lab_dir)
+    p.tls.mkdir(parents=True, exist_ok=True)
+    os.chmod(p.tls, 0o700)
+    if _cert_usable(p.ca, p.server_pem):
+        return p.ca
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"clefs lab CA {p.root.name}"[:64])])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=TLS_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=TLS_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    del ca_key  # never serialised: the CA can issue nothing more
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pem = serialization.Encoding.PEM
+    for stale in (p.tls / "server.pem.key", p.tls / "server.pem.crt"):
+        stale.unlink(missing_ok=True)  # LocalStack's split of an older server.pem
+    _atomic_write(p.server_pem, (key_pem + server.public_bytes(pem)).decode("ascii"), 0o600)
+    _atomic_write(p.ca, ca.public_bytes(pem).decode("ascii"), 0o644)
+    return p.ca
+
+
+def trust_anchor(lab_dir: str | os.PathLike[str] | None, explicit: Path | None = None) -> Path:
+    """The CA to pin LocalStack's certificate to: given, $CLEFS_LOCALSTACK_CA, or the lab's own.
+
+    Never fetched from the server: a LocalStack this lab did not start is only trusted when
+    someone says which CA issued its certificate.
+    """
+    configured = explicit or (Path(os.environ[CA_ENV]) if os.environ.get(CA_ENV, "").strip() else None)
+    if configured is not None:
+        if not configured.is_file():
+            raise LocalStackError(
+                f"{CA_ENV}={configured}: no such file; point it at <lab>/localstack/tls/ca.pem of the "
+                "lab that started LocalStack"
+            )
+        return configured.resolve()
+    if lab_dir is not None and paths(lab_dir).ca.is_file():
+        return paths(lab_dir).ca
+    raise LocalStackError(
+        "cannot pin LocalStack's TLS certificate: this lab did not start it and no CA was given; "
+        f"set {CA_ENV}=<the lab that started it>/localstack/tls/ca.pem, or start one for this lab "
+        "with `hsm-lab localstack start`"
+    )
 
 
 def default_lab() -> Path:
@@ -396,17 +542,28 @@ def ensure_venv(
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment minus what would leak our Python 3.11 venv into another Python."""
+    """For pip and venv: this environment minus our venv's Python settings and any secret."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
+        and (key.startswith("PIP_") or not _ENV_DENY.search(key))
     }
     env.update(extra or {})
     return env
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def localstack_env(settings: dict[str, str]) -> dict[str, str]:
+    """LocalStack's whole environment: the allow-list (ENV_ALLOW) plus its own settings."""
+    env = {key: os.environ[key] for key in ENV_ALLOW if key in os.environ}
+    env.update(settings)
+    leaked = sorted(key for key in env if _ENV_DENY.search(key))
+    if leaked:  # a programming error, never a user's: refuse rather than pass a secret on
+        raise LocalStackError(f"refusing to start LocalStack with {', '.join(leaked)} in its environment")
+    return env
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -414,6 +571,7 @@ def _atomic_write(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -559,7 +717,8 @@ def start(
 
     If this lab's LocalStack already runs, return it (``owned=False``). Refuse a port that
     something else holds. On failure or timeout, kill what was started and raise a one-line
-    LocalStackError pointing at the log.
+    LocalStackError pointing at the log. It binds 127.0.0.1 only, with an allow-listed
+    environment, serving the lab's own certificate (docs/localstack.md).
     """
     p = paths(lab_dir)
     endpoint = f"http://127.0.0.1:{port}"
@@ -574,20 +733,24 @@ def start(
                     f"this lab's LocalStack (pid {pid}) runs but is not healthy at {url}; "
                     f"see {p.log} or run `hsm-lab localstack stop`"
                 )
-            return LocalStack(url, pid, p.root, False, report.get("version"))
+            ca = p.ca if p.ca.is_file() else None
+            return LocalStack(url, pid, p.root, False, report.get("version"), ca=ca)
         p.pid.unlink(missing_ok=True)  # stale: the process is gone or is not ours
     if _port_in_use(port):
         what = "a LocalStack" if is_healthy(health(endpoint, timeout=0.5)) else "something else"
         raise LocalStackError(
             f"port {port} is already in use by {what}: stop it, or set "
-            f"{ENDPOINT_ENV}={endpoint} to use it, or pick another port"
+            f"{ENDPOINT_ENV}={endpoint} (and {CA_ENV}) to use it, or pick another port"
         )
     python = ensure_venv(root, echo=echo)
     p.data.mkdir(parents=True, exist_ok=True)
+    ca = ensure_tls(p.root)
     if p.log.exists() and p.log.stat().st_size:
         os.replace(p.log, p.log.with_name(p.log.name + ".1"))  # keep the previous run's log
-    env = _clean_env(
+    env = localstack_env(
         {
+            # hypercorn binds exactly GATEWAY_LISTEN (twisted binds 0.0.0.0): docs/localstack.md
+            "GATEWAY_SERVER": "hypercorn",
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "SERVICES": SERVICES,
             "OVERRIDE_IN_DOCKER": "0",  # this machine has /.dockerenv
@@ -596,6 +759,8 @@ def start(
             "DISABLE_EVENTS": "1",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "EAGER_SERVICE_LOADING": "1",
+            # the lab's certificate; LocalStack splits it into .key/.crt with its umask (077)
+            "CUSTOM_SSL_CERT_PATH": str(p.server_pem),
         }
     )
     began = time.monotonic()
@@ -607,6 +772,7 @@ def start(
             stderr=subprocess.STDOUT,
             cwd=p.dir,
             env=env,
+            umask=0o077,  # the key file LocalStack writes beside server.pem stays private
             start_new_session=True,  # own session and process group: stop() signals the group
         )
     _CHILDREN[proc.pid] = proc
@@ -614,6 +780,7 @@ def start(
         "pid": proc.pid,
         "port": port,
         "endpoint": endpoint,
+        "ca": str(ca),
         "log": str(p.log),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -639,6 +806,7 @@ def start(
         True,
         report.get("version"),
         round(time.monotonic() - began, 2),
+        ca=ca,
     )
 
 
@@ -723,10 +891,25 @@ def status(lab_dir: str | os.PathLike[str], *, allow_remote: bool = False) -> St
     )
 
 
-def connect(*, allow_remote: bool = False, timeout: float = 2.0) -> LocalStack:
-    """The configured LocalStack, if it is healthy; LocalStackError otherwise."""
+def lab_instance(lab_dir: str | os.PathLike[str]) -> LocalStack | None:
+    """This lab's own running LocalStack (from its pid file), or None."""
+    p = paths(lab_dir)
+    record = _read_pid_file(p.pid)
+    if record is None or not _alive(record["pid"]) or not _is_our_localstack(record["pid"], p.data):
+        return None
+    url = str(record.get("endpoint") or f"http://127.0.0.1:{record.get('port', DEFAULT_PORT)}")
+    return LocalStack(url, record["pid"], p.root, False, ca=p.ca if p.ca.is_file() else None)
+
+
+def connect(
+    *, allow_remote: bool = False, timeout: float = 2.0, lab_dir: str | os.PathLike[str] | None = None
+) -> LocalStack:
+    """The LocalStack to use, if it is healthy: $CLEFS_LOCALSTACK_ENDPOINT, else this lab's own
+    (its pid file), else the configured endpoint. LocalStackError otherwise."""
     endpoint = configured_endpoint()
-    url = check_endpoint(endpoint.url, allow_remote=allow_remote)
+    own = lab_instance(lab_dir) if lab_dir is not None and not endpoint.external else None
+    url = own.endpoint if own else check_endpoint(endpoint.url, allow_remote=allow_remote)
+    source = "lab" if own else endpoint.source
     report = _wait_healthy(url, timeout)
     if report is None:
         hint = (
@@ -734,10 +917,22 @@ def connect(*, allow_remote: bool = False, timeout: float = 2.0) -> LocalStack:
             if endpoint.external
             else "start it with `hsm-lab localstack start`"
         )
-        raise LocalStackError(
-            f"LocalStack not reachable or not healthy at {url} (from {endpoint.source}): {hint}"
-        )
-    return LocalStack(url, version=report.get("version"), source=endpoint.source)
+        raise LocalStackError(f"LocalStack not reachable or not healthy at {url} (from {source}): {hint}")
+    ca = own.ca if own else _known_ca(lab_dir)
+    return LocalStack(url, own.pid if own else None, version=report.get("version"), source=source, ca=ca)
+
+
+def _known_ca(lab_dir: str | os.PathLike[str] | None) -> Path | None:
+    try:
+        return trust_anchor(lab_dir)
+    except LocalStackError:
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -750,27 +945,41 @@ def running(
 ) -> Iterator[LocalStack]:
     """A healthy LocalStack for the duration of the block. Stop what you start.
 
-    Uses the configured endpoint if it is healthy (never stopping it); with
-    CLEFS_LOCALSTACK_ENDPOINT set it only ever uses that one. Otherwise starts one for the lab
-    on the configured loopback port and stops it, by PID, on exit.
+    With CLEFS_LOCALSTACK_ENDPOINT set it only ever uses that one. Otherwise it uses the
+    configured endpoint if it is healthy *and* its certificate can be pinned (this lab's
+    LocalStack, or $CLEFS_LOCALSTACK_CA); else it starts one for the lab on loopback (the
+    configured port, or a free one when the default port holds a LocalStack it cannot pin)
+    and stops it, by PID, on exit.
     """
     endpoint = configured_endpoint()
     url = check_endpoint(endpoint.url, allow_remote=allow_remote)
     if endpoint.external:
         yield connect(allow_remote=allow_remote)
         return
+    port = endpoint.port
     report = health(url, allow_remote=allow_remote)
     if is_healthy(report):
         assert report is not None
-        yield LocalStack(url, version=report.get("version"), source=endpoint.source)
-        return
+        own = lab_instance(lab_dir)
+        ca = own.ca if own else _known_ca(None)
+        if ca is not None:
+            yield LocalStack(url, version=report.get("version"), source=endpoint.source, ca=ca)
+            return
+        if endpoint.source != "default":
+            raise LocalStackError(
+                f"a LocalStack answers at {url} (from {endpoint.source}) but this lab did not start it: "
+                f"its certificate cannot be pinned; set {CA_ENV}, or point {endpoint.source} at a free port"
+            )
+        port = _free_port()
+        if echo:
+            echo(f"a LocalStack this lab cannot pin answers at {url}: starting one on port {port}")
     if not is_loopback(url):
         raise LocalStackError(
             f"LocalStack not reachable at {url} (from {endpoint.source}), and the lab only "
             "starts one on loopback: start it there, or unset the endpoint"
         )
-    started = start(lab_dir, endpoint.port, timeout=timeout, echo=echo)
-    if endpoint.source != "default":
+    started = start(lab_dir, port, timeout=timeout, echo=echo)
+    if endpoint.source != "default" and port == endpoint.port:
         started = replace(started, endpoint=url, source=endpoint.source)
     try:
         yield started
@@ -841,10 +1050,15 @@ def start_command(
     if ls.owned:
         _out.print(
             f"[green]LocalStack {ls.version or ''} healthy[/] at {ls.endpoint} "
-            f"(pid {ls.pid}, {ls.startup_seconds:.1f} s); log: {ls.log}"
+            f"(pid {ls.pid}, {ls.startup_seconds:.1f} s, 127.0.0.1 only); log: {ls.log}"
         )
     else:
         _out.print(f"LocalStack already running at {ls.endpoint} (pid {ls.pid}); log: {ls.log}")
+    _out.print(f"TLS: certificate issued by this lab's CA {ls.ca} (clients trust nothing else)")
+    _out.print(
+        f"[dim]other labs: export {ENDPOINT_ENV}={ls.endpoint} {CA_ENV}={ls.ca}; "
+        "it keeps no state across a restart[/]"
+    )
 
 
 @app.command("stop")
@@ -865,6 +1079,12 @@ def stop_command(
         "not-ours": f"pid {result.pid} is not this lab's LocalStack: left alone, pid file removed",
     }
     _out.print(messages[result.outcome])
+    if result.outcome in ("stopped", "killed"):
+        _err.print(
+            "[yellow]warning:[/] LocalStack keeps no state: every key, bucket and record of this lab is "
+            "gone; after the next start run `hsm-lab stack apply-localstack`, then "
+            "`hsm-lab byok import --class C` for each class (docs/localstack.md)"
+        )
 
 
 @app.command("status")

@@ -26,7 +26,7 @@ from typing import Any
 from hsm_lab import errors
 from hsm_lab.byok import Byok, ImportRecord
 from hsm_lab.compliance import Report, assess
-from hsm_lab.deployment import class_key_arns, localstack_clients, save_outputs
+from hsm_lab.deployment import class_key_arns, lab_account, localstack_clients, save_outputs
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import RECOVERY_TOKEN
 from hsm_lab.rehearsal import Rehearsal, rehearse
@@ -78,12 +78,14 @@ def rehearse_pyramid(
         timed("localstack start", began)
         report.endpoint = stack.endpoint
         report.localstack_started = stack.owned
-        client_for, pin = localstack_clients(stack.endpoint, lab.root)
+        client_for, pin = localstack_clients(
+            stack.endpoint, lab.root, ca=stack.ca, account_id=lab_account(lab.root)
+        )
         on_step(f"every AWS call over HTTPS: {pin.describe()}")
 
         began = time.perf_counter()
         on_step("applying the Pulumi program to LocalStack (real resources, via the mocks harness)")
-        recording, mocks = apply(pin.url, client_for, suffix=secrets.token_hex(3))
+        recording, mocks = apply(pin.url, client_for, state_path=lab.root / "stack-state.json")
         report.resources = len(mocks.created)
         report.outputs = recording.outputs
         save_outputs(lab.root / "stack-outputs.json", recording.outputs)
@@ -123,7 +125,7 @@ def rehearse_pyramid(
 
         began = time.perf_counter()
         on_step("reading live state for the compliance report")
-        report.compliance = assess(recording.outputs, client_for)
+        report.compliance = assess(recording.outputs, client_for, emulator=True)
         timed("verify", began)
 
         began = time.perf_counter()
@@ -202,10 +204,9 @@ def write_samples(
             plaintext = json.dumps(sample, ensure_ascii=False).encode()
             recipients = [patient.to_public(), practitioner.to_public()] if end_to_end else None
             path.put(data_class, record_id, plaintext, recipients=recipients)
-            for region in replica_regions:
-                # LocalStack stores the replication rule but copies nothing: the rehearsal writes
-                # the Frankfurt copy itself, under the replica key, through the same data path.
-                path.put(data_class, record_id, plaintext, region=region, recipients=recipients)
+            # LocalStack stores the replication rule but copies nothing: copy what S3 would,
+            # byte for byte, stored under the replica key (what `hsm-lab data replicate` does)
+            path.replicate(data_class)
             entry: dict[str, Any] = {
                 "data_class": data_class,
                 "record_id": record_id,

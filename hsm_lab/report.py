@@ -70,27 +70,58 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
     console.print("[bold green]ceremony OK[/]: same KCV everywhere, quorum enforced, transcript verified")
 
 
+SOURCE_MARK = {"observed": "[green]obs[/]", "configured": "[yellow]cfg[/]", "not checked": "[dim]–[/]"}
+
+
 def print_compliance(console: Console, report: Report, target: str) -> None:
-    """The seed's table of protections: one row per data class and region (details in --json)."""
+    """One row per data class and region; each cell says where its truth comes from (--json: details)."""
     table = Table(title=f"Compliance from live state ({target})")
-    for column in (
-        "class",
-        "region",
-        "at rest",
-        "key (L1)",
-        "in transit",
-        "end to end",
-        "replication",
-        "public",
-    ):
-        table.add_column(column, no_wrap=column in ("class", "region"))
+    columns = (
+        ("at rest", "at_rest"),
+        ("uploads", "uploads"),
+        ("key (L1)", "key"),
+        ("key policy", "key_policy"),
+        ("in transit", "in_transit"),
+        ("end to end", "end_to_end"),
+        ("replication", "replication"),
+        ("public", "public_access"),
+    )
+    table.add_column("class", no_wrap=True)
+    table.add_column("region", no_wrap=True)
+    for title, _name in columns:
+        table.add_column(title)
     for row in report.rows:
         cells = []
-        for name in ("at_rest", "key", "in_transit", "end_to_end", "replication", "public_access"):
+        for _title, name in columns:
             cell = row.cells.get(name)
-            cells.append("-" if cell is None else f"[green]✔[/] {cell.short}" if cell.ok else "[red]✘ GAP[/]")
+            if cell is None or cell.source == "not checked":
+                cells.append("[dim]– not checked[/]")
+            elif cell.ok:
+                cells.append(f"[green]✔[/] {cell.short} {SOURCE_MARK[cell.source]}")
+            else:
+                cells.append(f"[red]✘ GAP[/] {SOURCE_MARK[cell.source]}")
         table.add_row(row.data_class, row.region, *cells)
     console.print(table)
+    console.print(
+        "[green]obs[/] observed: read from live state and checked; [yellow]cfg[/] configured: read and "
+        "evaluated (policy/iam.py), but not enforced by the emulator; – not checked"
+    )
+    bound = report.max_objects
+    truncated = [f"{r.data_class} {r.region}" for r in report.rows if r.truncated]
+    console.print(
+        f"scanned {report.objects_scanned} stored object versions in {len(report.rows)} buckets "
+        f"(every one, up to --max-objects {bound} per bucket"
+        + (f"; bound reached in {', '.join(truncated)}" if truncated else "")
+        + ")"
+    )
+    if report.not_enforced:
+        console.print(
+            "[yellow]LocalStack does not enforce[/]: "
+            + "; ".join(report.not_enforced)
+            + ". The cfg cells say what AWS would enforce with this state (docs/verify.md)."
+        )
+    for line in report.not_checked():
+        console.print(f"[dim]not checked:[/] {line}")
     for gap in report.gaps:
         console.print(f"[red]gap:[/] {gap}")
     if not report.gaps:
@@ -123,7 +154,7 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
     console.print(imports)
     for data_class, proof in report.proofs.items():
         console.print(f"  proved {data_class}: {proof}")
-    records = Table(title="Data path: envelope clefs.envelope/v1, cached KMS data keys, SSE-KMS, HTTPS")
+    records = Table(title="Data path: envelope clefs.envelope/v2, cached KMS data keys, SSE-KMS, HTTPS")
     for column in ("data class", "record", "bytes", "written to", "read back", "platform role alone"):
         records.add_column(column)
     kms_calls = 0
@@ -143,10 +174,17 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
     console.print(
         f"KMS calls for all of it: {kms_calls} (data keys cached). Health documents are sealed with age to a "
         "patient and a practitioner: the platform's KMS and S3 rights yield ciphertext only. The Frankfurt "
-        "copies are written by the rehearsal: LocalStack stores S3 replication rules but copies nothing."
+        "copies are made by the rehearsal (`data replicate`: byte for byte, under the replica key): "
+        "LocalStack stores S3 replication rules but copies nothing."
     )
     if report.compliance is not None:
         print_compliance(console, report.compliance, report.endpoint)
+        if report.compliance.not_enforced:
+            console.print(
+                "[yellow]what this rehearsal cannot show[/]: LocalStack accepts plain-HTTP, SSE-S3 and "
+                "other-key uploads and ignores key policies and public access blocks; on AWS the same "
+                "state is enforced (the cfg cells above)."
+            )
     console.print(
         f"revocation drill: material deleted from a dedicated key, decrypt refused ({report.revocation})"
     )

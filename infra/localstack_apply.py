@@ -8,16 +8,31 @@ the program's own key policies, bucket policies, encryption, replication and
 Object Lock settings. It supports exactly the resource types the program
 uses and fails loudly on any other; it refuses any endpoint that is not
 loopback. Where the Pulumi CLI exists, `infra.deploy` runs a real `pulumi up`.
+
+As strict as `pulumi up` (docs/infra.md, "The LocalStack harness"):
+
+* LocalStack ignores the Policy and Tags given to ReplicateKey (the replica keeps the
+  primary's policy, docs/localstack.md): after ReplicateKey the harness applies the
+  replica's own policy and tags with PutKeyPolicy and TagResource;
+* the replication rule keeps its empty ``filter {}`` (a V2 rule; real S3 rejects the rule
+  without it);
+* with a state file (``state_path``), a second apply of the same stack reconciles what exists
+  (re-applies every input) and creates nothing twice; resources of the state that vanished (a
+  restarted LocalStack keeps no state) are recreated and reported as such;
+* an alias, bucket or role that already exists and is not in this stack's state fails the
+  apply, as `pulumi up` would.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from botocore.exceptions import ClientError, ParamValidationError
@@ -70,7 +85,8 @@ def to_s3_shape(value: Any) -> Any:
         return {
             _SPECIAL.get(k, k[:1].upper() + k[1:]): to_s3_shape(v)
             for k, v in value.items()
-            if v is not None and v != [] and v != {}
+            # an empty `filter {}` is meaningful: it makes a replication rule a V2 rule
+            if v is not None and v != [] and (v != {} or k == "filter")
         }
     if isinstance(value, list):
         return [to_s3_shape(v) for v in value]
@@ -82,6 +98,46 @@ def to_s3_shape(value: Any) -> Any:
 def _policy(value: Any) -> str:
     value = reveal(value)
     return value if isinstance(value, str) else json.dumps(value)
+
+
+STATE_FORMAT = "clefs.harness-state/v1"
+
+
+def load_state(path: Path | None) -> dict[str, Any]:
+    """The harness state of a stack (empty when there is none yet)."""
+    if path is None or not path.exists():
+        return {"format": STATE_FORMAT, "resources": {}}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise HarnessError(f"{path} is not a harness state file; move it aside and apply again") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise HarnessError(f"{path} is not a {STATE_FORMAT} file; move it aside and apply again")
+    state.setdefault("resources", {})
+    return state
+
+
+def save_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Write the state atomically (temp file + rename): never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_GONE = frozenset(
+    {"NotFoundException", "NoSuchEntity", "NoSuchBucket", "404", "NotFound", "NoSuchEntityException"}
+)
 
 
 class LocalStackMocks(RecordingMocks):
@@ -105,7 +161,9 @@ class LocalStackMocks(RecordingMocks):
         }
     )
 
-    def __init__(self, endpoint: str, client_for: ClientFor, suffix: str) -> None:
+    def __init__(
+        self, endpoint: str, client_for: ClientFor, suffix: str, state: Mapping[str, Any] | None = None
+    ) -> None:
         if not is_loopback_url(endpoint):
             raise HarnessError(f"refusing endpoint {endpoint}: the LocalStack harness only talks to loopback")
         self.endpoint = endpoint
@@ -113,8 +171,31 @@ class LocalStackMocks(RecordingMocks):
         self.suffix = suffix
         identity = client_for("sts", "us-east-1").get_caller_identity()
         super().__init__(identity["Account"])
+        known = dict((state or {}).get("resources") or {})
+        self.known: dict[str, dict[str, Any]] = known if (state or {}).get("account_id") in (
+            None,
+            self.account_id,
+        ) else {}
         self.created: list[tuple[str, str]] = []
+        self.reconciled: list[tuple[str, str]] = []
+        self.recreated: list[tuple[str, str]] = []  # in the state, but gone from LocalStack
+        self.resources: dict[str, dict[str, Any]] = {}  # urn -> what the next state records
         self._created_lock = threading.Lock()
+        self._warm_lock = threading.Lock()
+        self._warmed: set[tuple[str, str]] = set()
+        self._fresh: set[str] = set()  # buckets and roles created by this run (not found existing)
+
+    _WARM_UP: ClassVar[dict[str, str]] = {"iam": "list_roles", "kms": "list_keys", "s3": "list_buckets"}
+
+    def warm(self, service: str, region: str) -> Any:
+        """The client, after one harmless call made alone: LocalStack builds an account's service
+        backend on first use, and two first calls at once can fail (iam CreateRole => 501)."""
+        client = self.client_for(service, region)
+        with self._warm_lock:
+            if (service, region) not in self._warmed:
+                getattr(client, self._WARM_UP[service])()
+                self._warmed.add((service, region))
+        return client
 
     def call(self, args: Any) -> dict[str, Any]:
         if args.token != CALLER_IDENTITY_INVOKE:
@@ -152,8 +233,15 @@ class LocalStackMocks(RecordingMocks):
     ) -> tuple[str, dict[str, Any]]:
         if region is None:
             raise HarnessError(f"{typ} {name} has no explicit provider region; refusing the default provider")
+        record = self.known.get(urn)
         try:
-            rid, extra = self._create(typ, name, region, inputs)
+            if record is not None and record.get("type") == typ and self._exists(typ, record, region):
+                rid, extra = str(record["id"]), dict(record.get("outputs") or {})
+                extra.update(self._reconcile(typ, rid, region, inputs, extra))
+                outcome = self.reconciled
+            else:
+                rid, extra = self._create(typ, name, region, inputs)
+                outcome = self.recreated if record is not None else self.created
         except ClientError as exc:
             error = exc.response.get("Error", {})
             raise HarnessError(
@@ -162,12 +250,99 @@ class LocalStackMocks(RecordingMocks):
         except ParamValidationError as exc:
             raise HarnessError(f"{typ} {name}: inputs do not map to the AWS API: {exc}") from None
         with self._created_lock:
-            self.created.append((typ, rid))
+            outcome.append((typ, rid))
+            self.resources[urn] = {"type": typ, "id": rid, "region": region, "outputs": extra}
         state = dict(inputs)
         state.update(extra)
         return rid, state
 
+    # -- a second apply: what exists is reconciled, never created twice ------------------------
+
+    def _exists(self, typ: str, record: Mapping[str, Any], region: str) -> bool:
+        rid = str(record["id"])
+        for service in ("iam", "kms", "s3"):
+            self.warm(service, region)
+        try:
+            if typ in ("aws:kms/externalKey:ExternalKey", "aws:kms/replicaExternalKey:ReplicaExternalKey"):
+                arn = str((record.get("outputs") or {}).get("arn") or rid)
+                meta = self.client_for("kms", region).describe_key(KeyId=arn)["KeyMetadata"]
+                return meta.get("KeyState") not in ("PendingDeletion", "PendingReplicaDeletion")
+            if typ == "aws:kms/alias:Alias":
+                pages = self.client_for("kms", region).get_paginator("list_aliases").paginate()
+                return any(a["AliasName"] == rid for page in pages for a in page.get("Aliases", []))
+            if typ == "aws:iam/role:Role":
+                self.client_for("iam", region).get_role(RoleName=rid)
+                return True
+            if typ == "aws:iam/rolePolicy:RolePolicy":
+                role, policy = rid.split(":", 1)
+                if role in self._fresh:
+                    return False  # its role was just recreated: so is it
+                self.client_for("iam", region).get_role_policy(RoleName=role, PolicyName=policy)
+                return True
+            if typ != "aws:s3/bucket:Bucket" and rid in self._fresh:
+                return False  # a per-bucket resource of a bucket this run recreated
+            # the bucket and every per-bucket resource (whose id is the bucket name)
+            self.client_for("s3", region).head_bucket(Bucket=rid)
+            return True
+        except ClientError as exc:
+            if _code(exc) in _GONE:
+                return False
+            raise
+
+    def _reconcile(
+        self, typ: str, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Re-apply every input of an existing resource (what `pulumi up` does with a diff)."""
+        if typ in ("aws:kms/externalKey:ExternalKey", "aws:kms/replicaExternalKey:ReplicaExternalKey"):
+            arn = str(recorded.get("arn") or rid)
+            kms = self.client_for("kms", region)
+            self._key_policy_and_tags(kms, arn, inputs)
+            kms.update_key_description(KeyId=arn, Description=str(inputs.get("description", "")))
+            return {"keyState": kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]}
+        if typ == "aws:kms/alias:Alias":
+            self.client_for("kms", region).update_alias(AliasName=rid, TargetKeyId=str(inputs["targetKeyId"]))
+            return {"targetKeyArn": inputs["targetKeyId"]}
+        if typ == "aws:iam/role:Role":
+            iam = self.client_for("iam", region)
+            iam.update_assume_role_policy(RoleName=rid, PolicyDocument=_policy(inputs["assumeRolePolicy"]))
+            if inputs.get("tags"):
+                iam.tag_role(RoleName=rid, Tags=_tags(inputs["tags"], kms=False))
+            return {}
+        if typ == "aws:s3/bucket:Bucket":
+            if inputs.get("tags"):
+                self.client_for("s3", region).put_bucket_tagging(
+                    Bucket=rid, Tagging={"TagSet": _tags(inputs["tags"], kms=False)}
+                )
+            return {}
+        if typ == "aws:iam/rolePolicy:RolePolicy":
+            role, policy = rid.split(":", 1)
+            self.client_for("iam", region).put_role_policy(
+                RoleName=role, PolicyName=policy, PolicyDocument=_policy(inputs["policy"])
+            )
+            return {}
+        # per-bucket configurations: the create call is an idempotent put on the bucket
+        return self._create(typ, rid, region, inputs)[1]
+
+    @staticmethod
+    def _key_policy_and_tags(kms: Any, arn: str, inputs: Mapping[str, Any]) -> None:
+        kms.put_key_policy(
+            KeyId=arn,
+            PolicyName="default",
+            Policy=_policy(inputs["policy"]),
+            BypassPolicyLockoutSafetyCheck=bool(inputs.get("bypassPolicyLockoutSafetyCheck", False)),
+        )
+        if inputs.get("tags"):
+            kms.tag_resource(KeyId=arn, Tags=_tags(inputs.get("tags"), kms=True))
+
+    def _exists_error(self, what: str, name: str, region: str) -> HarnessError:
+        return HarnessError(
+            f"{what} {name} already exists in {region} and does not belong to this stack: `pulumi up` "
+            "would fail the same way; delete it, or use the lab (state) that created it"
+        )
+
     def _create(self, typ: str, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        for service in ("iam", "kms", "s3"):
+            self.warm(service, region)
         kms = lambda: self.client_for("kms", region)  # noqa: E731
         s3 = lambda: self.client_for("s3", region)  # noqa: E731
         bucket = str(inputs.get("bucket", ""))
@@ -194,16 +369,17 @@ class LocalStackMocks(RecordingMocks):
                 Tags=_tags(inputs.get("tags"), kms=True),
                 BypassPolicyLockoutSafetyCheck=bool(inputs.get("bypassPolicyLockoutSafetyCheck", False)),
             )["ReplicaKeyMetadata"]
+            # LocalStack ignores Policy and Tags here (docs/localstack.md): apply the replica's own
+            self._key_policy_and_tags(kms(), meta["Arn"], inputs)
             return meta["KeyId"], {"arn": meta["Arn"], "keyState": meta["KeyState"], "keyId": meta["KeyId"]}
         if typ == "aws:kms/alias:Alias":
             alias = str(inputs["name"])
             try:
                 kms().create_alias(AliasName=alias, TargetKeyId=str(inputs["targetKeyId"]))
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "AlreadyExistsException":
-                    raise
-                # an earlier apply on this LocalStack: re-point it, as `pulumi up` would
-                kms().update_alias(AliasName=alias, TargetKeyId=str(inputs["targetKeyId"]))
+                if _code(exc) == "AlreadyExistsException":
+                    raise self._exists_error("alias", alias, region) from None
+                raise
             account = self.account_id
             return alias, {
                 "arn": f"arn:aws:kms:{region}:{account}:{alias}",
@@ -211,12 +387,19 @@ class LocalStackMocks(RecordingMocks):
             }
         if typ == "aws:iam/role:Role":
             role_name = str(inputs.get("name") or f"{name}-{self.suffix}")[:64]
-            role = self.client_for("iam", region).create_role(
-                RoleName=role_name,
-                AssumeRolePolicyDocument=_policy(inputs["assumeRolePolicy"]),
-                Description=str(inputs.get("description", "")),
-                Tags=_tags(inputs.get("tags"), kms=False),
-            )["Role"]
+            try:
+                role = self.client_for("iam", region).create_role(
+                    RoleName=role_name,
+                    AssumeRolePolicyDocument=_policy(inputs["assumeRolePolicy"]),
+                    Description=str(inputs.get("description", "")),
+                    Tags=_tags(inputs.get("tags"), kms=False),
+                )["Role"]
+            except ClientError as exc:
+                if _code(exc) == "EntityAlreadyExists":
+                    raise self._exists_error("IAM role", role_name, region) from None
+                raise
+            with self._created_lock:
+                self._fresh.add(role_name)
             return role_name, {"name": role_name, "arn": role["Arn"], "uniqueId": role["RoleId"]}
         if typ == "aws:iam/rolePolicy:RolePolicy":
             policy_name = str(inputs.get("name") or f"{name}-{self.suffix}")
@@ -232,7 +415,14 @@ class LocalStackMocks(RecordingMocks):
                 request["CreateBucketConfiguration"] = {"LocationConstraint": region}
             if inputs.get("objectLockEnabled"):
                 request["ObjectLockEnabledForBucket"] = True
-            s3().create_bucket(**request)
+            try:
+                s3().create_bucket(**request)
+            except ClientError as exc:
+                if _code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise self._exists_error("bucket", bucket, region) from None
+                raise
+            with self._created_lock:
+                self._fresh.add(bucket)
             if inputs.get("tags"):
                 s3().put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _tags(inputs["tags"], kms=False)})
             return bucket, {
@@ -294,12 +484,47 @@ def apply(
     endpoint: str,
     client_for: ClientFor,
     *,
-    suffix: str,
+    suffix: str | None = None,
     config: Mapping[str, Any] | None = None,
     program: Callable[[], Mapping[str, Any]] | None = None,
+    state_path: Path | None = None,
 ) -> tuple[Recording, LocalStackMocks]:
-    """Run the program against LocalStack; returns the recording (real ids) and the mocks."""
-    mocks = LocalStackMocks(endpoint, client_for, suffix)
+    """Run the program against LocalStack; returns the recording (real ids) and the mocks.
+
+    With `state_path`, what this stack created before is reconciled rather than created again,
+    and the state is rewritten (atomically) after a successful run. Bucket names keep the
+    state's suffix, so a stack recreated after a LocalStack restart gets the same names.
+    """
+    import secrets
+
+    state = load_state(state_path)
+    suffix = suffix or str(state.get("suffix") or "") or secrets.token_hex(3)
+    mocks = LocalStackMocks(endpoint, client_for, suffix, state)
     settings = dict(config) if config is not None else stack_config(endpoint)
     recording = run_program(settings, program=program, stack="localstack", pause_gc=False, mocks=mocks)
+    if state_path is not None:
+        save_state(
+            state_path,
+            {
+                "format": STATE_FORMAT,
+                "endpoint": endpoint,
+                "account_id": mocks.account_id,
+                "suffix": suffix,
+                "resources": mocks.resources,
+            },
+        )
     return recording, mocks
+
+
+def summary(mocks: LocalStackMocks) -> str:
+    """One line: what this apply did (created, reconciled, recreated after a restart)."""
+    created, reconciled, recreated = len(mocks.created), len(mocks.reconciled), len(mocks.recreated)
+    if recreated and not reconciled:
+        return (
+            f"LocalStack no longer holds this stack (it keeps no state: was it restarted?): recreated all "
+            f"{recreated + created} resources; the class keys are new and PendingImport"
+        )
+    parts = [f"{created} created", f"{reconciled} unchanged (reconciled)"]
+    if recreated:
+        parts.append(f"{recreated} recreated (they had vanished from LocalStack)")
+    return ", ".join(parts)

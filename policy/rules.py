@@ -210,6 +210,15 @@ def key_policy_findings(
     via_s3_elsewhere = {**via_s3, "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::elsewhere/probe"}
     grant_for_self = {"kms:GrantIsForAWSResource": "false"}
     findings: list[str] = []
+    for statement in doc.get("Statement") or []:
+        principal = statement.get("Principal") if isinstance(statement, Mapping) else None
+        wildcard = principal == "*" or (
+            isinstance(principal, Mapping)
+            and "*"
+            in (principal.get("AWS") if isinstance(principal.get("AWS"), list) else [principal.get("AWS")])
+        )
+        if isinstance(statement, Mapping) and statement.get("Effect") == "Allow" and wildcard:
+            findings.append(f"statement {statement.get('Sid') or '(no Sid)'} allows a wildcard principal")
 
     def expect(label: str, who: str, action: str, ctx: Mapping[str, str], want: bool, *, iam: bool) -> None:
         try:
@@ -256,6 +265,14 @@ def key_policy_findings(
             (outsider, "other account principals"),
         ):
             expect(label, who, "kms:CreateGrant", grant_for_self, False, iam=iam)
+    # nobody else administers the key on the policy's word alone (PutKeyPolicy is not open), and
+    # another account gets nothing even if its own IAM policies grant kms:*
+    foreign = "arn:aws:iam::999999999999:role/clefs-policy-probe-foreign"
+    for action in (*_ADMIN_PROBES, "kms:CreateGrant"):
+        expect("other account principals", outsider, action, {}, False, iam=False)
+    for action in (*_ADMIN_PROBES, *_USE_PROBES, *_IMPORT_ACTIONS):
+        for ctx in ({}, own, via_s3):
+            expect("another account", foreign, action, ctx, False, iam=True)
     for action in _APP_ACTIONS:
         expect("the app role", app, action, own, True, iam=False)
         expect("the app role", app, action, via_s3, True, iam=False)

@@ -1,36 +1,46 @@
 """The `localstack` session fixture: one real LocalStack shared by the whole test session.
 
-Loaded from tests/conftest.py (``pytest_plugins = ["tests.localstack_fixture"]``). It uses the
-configured LocalStack when one is healthy (CLEFS_LOCALSTACK_ENDPOINT, or the localstack-client
-conventions: AWS_ENDPOINT_URL, LOCALSTACK_HOST, USE_SSL, default http://localhost:4566) and
-otherwise starts one in host mode for the lab ($CLEFS_LAB, else <repo>/lab) and stops it at
-the end of the session. Usage::
+Loaded from tests/conftest.py (``pytest_plugins = ["tests.localstack_fixture"]``). With
+CLEFS_LOCALSTACK_ENDPOINT set (and CLEFS_LOCALSTACK_CA, the CA that issued its certificate) it
+uses that one and never stops it. Otherwise it starts one in host mode, on a free loopback port
+in a lab of its own under pytest's temporary directory, and stops it by PID at the end: a
+LocalStack someone else runs on this machine (another checkout, port 4566) is never touched nor
+trusted. Usage::
 
     def test_kms(localstack: LocalStack) -> None:
         kms = localstack.client("kms", "eu-west-3")   # dummy credentials test/test
+        env = localstack.client_env()                 # endpoint + CA for a CLI subprocess
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from hsm_lab.localstack import LAB_ENV, REPO_ROOT, LocalStack, LocalStackError, running
+from hsm_lab.localstack import ENDPOINT_ENV, LocalStack, LocalStackError, connect, start, stop
 
 
-def localstack_lab() -> Path:
-    """Where a LocalStack started for the tests keeps its data, log and pid file."""
-    return Path(os.environ.get(LAB_ENV) or REPO_ROOT / "lab").resolve()
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
-def localstack() -> Iterator[LocalStack]:
+def localstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A healthy LocalStack (S3, KMS, IAM, STS) on loopback for the whole session."""
     try:
-        with running(localstack_lab()) as instance:
-            yield instance
+        if os.environ.get(ENDPOINT_ENV, "").strip():
+            yield connect()
+            return
+        lab = tmp_path_factory.mktemp("localstack-lab")
+        instance = start(lab, free_port())
     except LocalStackError as error:
         pytest.fail(str(error), pytrace=False)
+    try:
+        yield instance
+    finally:
+        stop(lab)

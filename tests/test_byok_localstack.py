@@ -22,6 +22,8 @@ from hsm_lab.lab import PRIMARY_TOKEN
 from infra.localstack_apply import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 
 class CountingClients:
     """Real clients, with every AWS call counted (to prove a refusal came before any)."""
@@ -72,7 +74,7 @@ def byok_dealt(tmp_path_factory: pytest.TempPathFactory) -> Dealt:
 @pytest.fixture(scope="session")
 def clients(localstack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Any]:
     """HTTPS clients pinned to LocalStack's certificate, as the rehearsal uses them."""
-    factory, _pin = localstack_clients(localstack.endpoint, tmp_path_factory.mktemp("tls"))
+    factory, _pin = localstack_clients(localstack.endpoint, tmp_path_factory.mktemp("tls"), ca=localstack.ca)
     return factory
 
 
@@ -111,14 +113,26 @@ def test_the_harness_gave_localstack_the_programs_own_configuration(deployed, cl
     if recording is None:
         pytest.skip("the stack came from a real `pulumi up`: there is no harness recording to compare")
     keys = recording.of_type("aws:kms/externalKey:ExternalKey")
-    assert len(keys) == len(deployed["outputs"]["classes"])
-    for key in keys:
+    replicas = recording.of_type("aws:kms/replicaExternalKey:ReplicaExternalKey")
+    assert len(keys) == len(replicas) == len(deployed["outputs"]["classes"])
+    policies = set()
+    for key in keys + replicas:  # both regions: LocalStack ignores ReplicateKey's Policy and Tags
         arn = key.outputs["arn"]
         region = arn.split(":")[3]
         live = clients("kms", region).get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
-        assert json.loads(live) == json.loads(key.inputs["policy"])
+        assert json.loads(live) == json.loads(key.inputs["policy"]), f"{arn} holds another policy"
+        policies.add(live)
         meta = clients("kms", region).describe_key(KeyId=arn)["KeyMetadata"]
         assert meta["Origin"] == "EXTERNAL" and meta["MultiRegion"] is True
+        tags = clients("kms", region).list_resource_tags(KeyId=arn)["Tags"]
+        assert {t["TagKey"]: t["TagValue"] for t in tags} == key.inputs["tags"]
+    assert len(policies) == len(keys) + len(replicas), "every key copy has its own policy"
+    for config in recording.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig"):
+        region = recording.by_urn[config.urn].region
+        live = clients("s3", region).get_bucket_replication(Bucket=config.inputs["bucket"])
+        rule = live["ReplicationConfiguration"]["Rules"][0]
+        assert rule["Filter"] == {} and rule["Priority"] == 1, "a V2 rule: real S3 needs the filter"
+        assert rule["DeleteMarkerReplication"] == {"Status": "Enabled"}
     for policy in recording.of_type("aws:s3/bucketPolicy:BucketPolicy"):
         bucket = policy.inputs["bucket"]
         region = recording.by_urn[policy.urn].region
@@ -266,6 +280,7 @@ def test_verify_cli_reports_and_exits_non_zero_on_gaps(
         "--endpoint",
         localstack.endpoint,
         lab=tmp_path,
+        extra_env=localstack.client_env(),
     )
     report = json.loads(result.stdout)
     assert {row["data_class"] for row in report["rows"]} == set(deployed["outputs"]["classes"])
@@ -328,7 +343,7 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
 
     lab = tmp_path / "by-hand"
     pins = {"pin": secrets.token_urlsafe(10), "so_pin": secrets.token_urlsafe(10)}
-    env = {"CLEFS_LOCALSTACK_ENDPOINT": localstack.endpoint}
+    env = localstack.client_env()
     people = tmp_path / "custodians.toml"
     people.write_text(
         "".join(
@@ -343,6 +358,12 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
     ):
         result = run_cli(*args, lab=lab, extra_env=env, **pins)
         assert result.returncode == 0, (args, result.stderr)
+    note = tmp_path / "note.txt"
+    note.write_text("rendez-vous")
+    early = run_cli("data", "put", "--class", "appointments", "--id", "a-1", "--file", str(note), lab=lab,
+                    extra_env=env)
+    assert early.returncode == 1 and early.stderr.count("\n") == 1, early.stderr
+    assert "no key material imported" in early.stderr and "byok import --class appointments" in early.stderr
     imported = run_cli(
         "byok", "import", "--class", "appointments", "--expires-in-days", "30", lab=lab, extra_env=env, **pins
     )
@@ -368,3 +389,246 @@ def test_the_aws_side_by_hand_through_the_cli(localstack, run_cli, tmp_path) -> 
     assert "decrypt now refused (KMSInvalidStateException)" in revoked.stdout
     after = json.loads(run_cli("verify", "--json", lab=lab, extra_env=env).stdout)["gaps"]
     assert "appointments eu-central-1 key: no key material imported (PendingImport)" in after
+
+
+def fresh_account(localstack, tmp_path) -> tuple[Callable[[str, str], Any], str]:
+    """Clients for an account of LocalStack nobody else uses (a lab of its own)."""
+    account = str(100_000_000_000 + secrets.randbelow(900_000_000_000))
+    factory, _pin = localstack_clients(localstack.endpoint, tmp_path, ca=localstack.ca, account_id=account)
+    return factory, account
+
+
+def test_a_second_apply_of_the_same_stack_creates_nothing(localstack, tmp_path) -> None:
+    from infra.localstack_apply import summary
+
+    client_for, _account = fresh_account(localstack, tmp_path)
+    state = tmp_path / "stack-state.json"
+    first, mocks = apply(localstack.endpoint, client_for, state_path=state)
+    assert mocks.created and not mocks.reconciled and not mocks.recreated
+    count = len(mocks.created)
+    keys = len(client_for("kms", "eu-west-3").list_keys()["Keys"])
+    buckets = len(client_for("s3", "eu-west-3").list_buckets()["Buckets"])
+    second, again = apply(localstack.endpoint, client_for, state_path=state)
+    assert again.created == [] and again.recreated == [] and len(again.reconciled) == count
+    assert summary(again) == f"0 created, {count} unchanged (reconciled)"
+    assert second.outputs == first.outputs, "outputs are not re-pointed"
+    assert len(client_for("kms", "eu-west-3").list_keys()["Keys"]) == keys
+    assert len(client_for("s3", "eu-west-3").list_buckets()["Buckets"]) == buckets
+    # a reconcile re-applies inputs: a policy changed behind the stack's back is put back
+    arn = first.outputs["classes"]["appointments"]["regions"]["eu-central-1"]["key_arn"]
+    kms = client_for("kms", "eu-central-1")
+    wanted = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    kms.put_key_policy(
+        KeyId=arn,
+        PolicyName="default",
+        Policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                      "Action": "kms:*", "Resource": "*"}]}
+        ),
+    )
+    apply(localstack.endpoint, client_for, state_path=state)
+    assert json.loads(kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]) == json.loads(wanted)
+
+
+def test_an_alias_or_bucket_of_someone_else_fails_the_apply(localstack, tmp_path) -> None:
+    client_for, _account = fresh_account(localstack, tmp_path)
+    kms = client_for("kms", "eu-west-3")
+    foreign = kms.create_key(Description="not this stack's")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/clefs/appointments", TargetKeyId=foreign)
+    with pytest.raises(HarnessError, match=r"alias alias/clefs/appointments already exists in eu-west-3 and "
+                       r"does not belong to this stack: `pulumi up` would fail"):
+        apply(localstack.endpoint, client_for, state_path=tmp_path / "a.json")
+    aliases = kms.list_aliases()["Aliases"]
+    assert [a["TargetKeyId"] for a in aliases if a["AliasName"] == "alias/clefs/appointments"] == [
+        foreign.rsplit("/", 1)[-1]
+    ], "the alias is not re-pointed"
+    assert not (tmp_path / "a.json").exists(), "no state for a failed apply"
+
+    other, _ = fresh_account(localstack, tmp_path / "b")
+    suffix = secrets.token_hex(3)
+    taken = f"clefs-administrative-eu-central-1-{suffix}"
+    other("s3", "eu-central-1").create_bucket(
+        Bucket=taken, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
+    with pytest.raises(HarnessError, match=f"bucket {taken} already exists in eu-central-1"):
+        apply(localstack.endpoint, other, suffix=suffix, state_path=tmp_path / "b.json")
+
+
+# --------------------------------------------------------------------- verify against an attacker
+
+
+@pytest.fixture
+def stocked(deployed, imported, clients) -> dict[str, Any]:
+    """The session stack with one record per class in Paris, replicated to Frankfurt."""
+    import pyrage
+
+    from hsm_lab.datapath import DataPath
+
+    outputs = deployed["outputs"]
+    path = DataPath(clients, outputs["classes"], primary_region=outputs["primary_region"])
+    reader = pyrage.x25519.Identity.generate()
+    for data_class, spec in outputs["classes"].items():
+        recipients = [str(reader.to_public())] if spec["end_to_end"] else None
+        path.put(data_class, "verify-probe", b"probe", recipients=recipients)
+    path.replicate()
+    return outputs
+
+
+def gaps_of(outputs: dict[str, Any], clients) -> list[str]:
+    return assess(outputs, clients).gaps
+
+
+def test_verify_is_green_on_the_stack_as_deployed(stocked, clients) -> None:
+    report = assess(stocked, clients)
+    assert report.gaps == []
+    for row in report.rows:
+        assert row.cells["key_policy"].source == "configured" and row.cells["key_policy"].ok
+        assert row.cells["in_transit"].source == "configured", "LocalStack enforces no bucket policy"
+        assert row.cells["end_to_end"].source == "observed" and row.objects_scanned >= 1
+    document = json.loads(report.to_json())
+    assert document["schema"] == "clefs.verify/v2" and document["target"] == "localstack"
+    assert "key policies (separation of duties)" in document["not_enforced"]
+    schema = json.loads((REPO / "docs" / "verify.schema.json").read_text())
+    assert conforms(document, schema) == [], "docs/verify.schema.json describes the real output"
+
+
+def conforms(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
+    """The JSON Schema keywords docs/verify.schema.json uses, checked (no extra dependency)."""
+    problems: list[str] = []
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    if "type" in schema and not isinstance(value, kinds[schema["type"]]):
+        return [f"{where}: not {schema['type']}"]
+    if "const" in schema and value != schema["const"]:
+        problems.append(f"{where}: not {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{where}: {value!r} not in {schema['enum']}")
+    if "minimum" in schema and value < schema["minimum"]:
+        problems.append(f"{where}: below {schema['minimum']}")
+    if isinstance(value, dict):
+        problems += [f"{where}: no {key}" for key in schema.get("required", []) if key not in value]
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if "propertyNames" in schema:
+                problems += conforms(key, schema["propertyNames"], f"{where}.{key} (name)")
+            if key in properties:
+                problems += conforms(item, properties[key], f"{where}.{key}")
+            elif schema.get("additionalProperties") is False:
+                problems.append(f"{where}: unexpected {key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                problems += conforms(item, schema["additionalProperties"], f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            problems += conforms(item, schema["items"], f"{where}[{index}]")
+    return problems
+
+
+def test_a_plaintext_object_is_a_named_gap_wherever_it_sorts(stocked, clients) -> None:
+    bucket = stocked["classes"]["health-documents"]["regions"]["eu-west-3"]["bucket"]
+    s3 = clients("s3", "eu-west-3")
+    key = "zz-last/scan.pdf"  # sorts after every record: a sample of the first keys misses it
+    # SSE-S3: the bucket policy forbids it, LocalStack accepts it anyway (it enforces no policy)
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=b"%PDF plaintext health document", ServerSideEncryption="AES256"
+    )
+    try:
+        gaps = gaps_of(stocked, clients)
+        assert any(
+            g.startswith("health-documents eu-west-3 end_to_end: 1 of ")
+            and "carry no client-side envelope" in g and key in g
+            for g in gaps
+        ), gaps
+        assert any(
+            g.startswith("health-documents eu-west-3 at_rest: 1 of ") and f"{key} (AES256)" in g for g in gaps
+        ), gaps
+    finally:
+        for version in s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", []):
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+
+
+def _swap_bucket_policy(s3, bucket: str, edit: Callable[[dict], dict]):
+    before = s3.get_bucket_policy(Bucket=bucket)["Policy"]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(edit(json.loads(before))))
+    return before
+
+
+@pytest.mark.parametrize(
+    ("attack", "expected"),
+    [
+        (  # the TLS deny applies only to a foreign account
+            lambda doc: {**doc, "Statement": [
+                {**st, "Principal": {"AWS": "arn:aws:iam::999999999999:root"}}
+                if st.get("Sid") == "DenyInsecureTransport" else st
+                for st in doc["Statement"]
+            ]},
+            "in_transit: bucket policy does not deny GetObject over plain HTTP by the app role",
+        ),
+        (  # a TLS condition that denies nothing real
+            lambda doc: {**doc, "Statement": [
+                {**st, "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.0"}}}
+                if st.get("Sid") == "DenyTlsBelow12" else st
+                for st in doc["Statement"]
+            ]},
+            "in_transit: bucket policy does not deny GetObject over TLS 1.1 by the app role",
+        ),
+        (  # the SSE denies now only bind another account: the app role may upload SSE-S3
+            lambda doc: {**doc, "Statement": [
+                {**st, "Principal": {"AWS": "arn:aws:iam::999999999999:root"}}
+                if st.get("Sid") in ("DenyPutWithoutSseKms", "DenyPutUnderAnotherKey") else st
+                for st in doc["Statement"]
+            ]},
+            "uploads: bucket policy does not deny PutObject without SSE by the app role",
+        ),
+    ],
+    ids=["foreign-account-only-deny", "do-nothing-tls-condition", "sse-s3-allowed"],
+)
+def test_a_bucket_policy_that_only_looks_right_is_a_named_gap(stocked, clients, attack, expected) -> None:
+    bucket = stocked["classes"]["administrative"]["regions"]["eu-central-1"]["bucket"]
+    s3 = clients("s3", "eu-central-1")
+    before = _swap_bucket_policy(s3, bucket, attack)
+    try:
+        gaps = [g for g in gaps_of(stocked, clients) if g.startswith("administrative eu-central-1")]
+        assert any(expected in g for g in gaps), gaps
+    finally:
+        s3.put_bucket_policy(Bucket=bucket, Policy=before)
+
+
+def test_an_allow_everyone_key_policy_is_a_named_gap(stocked, clients) -> None:
+    arn = stocked["classes"]["appointments"]["regions"]["eu-central-1"]["key_arn"]
+    kms = clients("kms", "eu-central-1")
+    before = kms.get_key_policy(KeyId=arn, PolicyName="default")["Policy"]
+    everyone = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "Everyone", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"}
+    ]}
+    kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(everyone))
+    try:
+        gaps = [g for g in gaps_of(stocked, clients) if "key_policy" in g]
+        assert len(gaps) == 1 and gaps[0].startswith("appointments eu-central-1 key_policy: key policy: ")
+        assert "statement Everyone allows a wildcard principal" in gaps[0] or "can kms:" in gaps[0]
+        # also when the wildcard statement hides among the right ones (denies keep use closed)
+        mixed = json.loads(before)
+        mixed["Statement"].append(everyone["Statement"][0])
+        kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=json.dumps(mixed))
+        gaps = [g for g in gaps_of(stocked, clients) if "key_policy" in g]
+        assert gaps and "statement Everyone allows a wildcard principal" in gaps[0], gaps
+    finally:
+        kms.put_key_policy(KeyId=arn, PolicyName="default", Policy=before)
+
+
+def test_a_missing_replica_object_is_a_named_gap(stocked, clients) -> None:
+    import pyrage
+
+    from hsm_lab.datapath import DataPath
+
+    path = DataPath(clients, stocked["classes"], primary_region=stocked["primary_region"])
+    record = f"late-{secrets.token_hex(4)}"
+    path.put("appointments", record, b"written in Paris, never replicated")
+    try:
+        gaps = gaps_of(stocked, clients)
+        assert any(
+            g.startswith("appointments eu-central-1 replication: 1 of ") and f"appointments/{record}" in g
+            for g in gaps
+        ), gaps
+        assert not [g for g in gaps if g.startswith("appointments eu-west-3 replication")], "the rule is fine"
+    finally:
+        path.replicate("appointments")
+    assert pyrage  # imported for symmetry with the stocked fixture

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,13 @@ def deployment(localstack: LocalStack, tmp_path_factory: pytest.TempPathFactory)
             localstack.client("s3", region).create_bucket(
                 Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
             )
+            localstack.client("s3", region).put_bucket_versioning(  # as the stack's buckets
+                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
             # Extra keys as in the real stack output: must be ignored.
             regions[region] = {"key_arn": arn, "bucket": bucket, "key_id": key["KeyId"], "alias": "alias/x"}
         classes[name] = {"end_to_end": e2e, "protection": ["at-rest"], "regions": regions}
-    factory, pin = dp.localstack_clients(localstack.endpoint, lab)
+    factory, pin = dp.localstack_clients(localstack.endpoint, lab, ca=localstack.ca)
     return Deployment(localstack, lab, classes, factory, pin)
 
 
@@ -155,7 +159,7 @@ def test_object_is_sse_kms_with_class_key_and_clefs_metadata(
         assert head["SSEKMSKeyId"] == where["key_arn"]
         assert head.get("BucketKeyEnabled") is True
         assert head["Metadata"] == {
-            "clefs-format": "clefs.envelope/v1",
+            "clefs-format": "clefs.envelope/v2",
             "clefs-e2e": "age-x25519" if e2e else "none",
         }
         blob = deployment.raw(data_class, record)
@@ -510,8 +514,8 @@ def test_e2e_rules(deployment: Deployment, people: dict[str, pyrage.x25519.Ident
 
 
 def test_https_with_the_pinned_certificate_only(deployment: Deployment) -> None:
-    assert deployment.pin.url.startswith("https://localhost:")
-    assert deployment.pin.pem == deployment.lab.resolve() / "localstack" / "tls.pem"
+    assert deployment.pin.url.startswith("https://127.0.0.1:")
+    assert deployment.pin.pem == deployment.localstack.ca  # the lab's CA, never fetched
     assert deployment.pin.pem.read_text().startswith("-----BEGIN CERTIFICATE-----")
     s3 = deployment.s3()
     assert s3.meta.endpoint_url == deployment.pin.url
@@ -583,11 +587,14 @@ ARNS = st.text(
     st.binary(min_size=1, max_size=300),
     st.binary(min_size=12, max_size=12),
     st.sampled_from(env.E2E_MODES),
+    st.datetimes(min_value=datetime(1000, 1, 1)).map(
+        lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    ),
 )
 def test_header_is_canonical_json_and_round_trips(
-    data_class: str, record_id: str, arn: str, edk: bytes, nonce: bytes, e2e: str | None
+    data_class: str, record_id: str, arn: str, edk: bytes, nonce: bytes, e2e: str | None, written: str
 ) -> None:
-    header = env.Header(data_class, record_id, arn, edk, nonce, e2e)
+    header = env.Header(data_class, record_id, arn, edk, nonce, e2e, written)
     document = {
         "alg": "A256GCM",
         "data_class": data_class,
@@ -596,13 +603,21 @@ def test_header_is_canonical_json_and_round_trips(
         "edk": base64.b64encode(edk).decode(),
         "nonce": base64.b64encode(nonce).decode(),
         "e2e": e2e,
+        "written": written,
     }
     assert header.encode() == canonical_json(document)
     assert env.parse(header.prefix() + bytes(16)).header == header
 
 
 def test_header_refuses_unencodable_fields() -> None:
-    for bad in ({"kms_key_arn": 'arn"x'}, {"kms_key_arn": "a b"}, {"record_id": "a/b"}, {"e2e": "pgp"}):
+    for bad in (
+        {"kms_key_arn": 'arn"x'},
+        {"kms_key_arn": "a b"},
+        {"record_id": "a/b"},
+        {"e2e": "pgp"},
+        {"written": "2026-13-01T00:00:00.000Z"},
+        {"written": "yesterday"},
+    ):
         fields = {**env.Header("c-1", "r1", "arn:x", b"k", bytes(12))._asdict(), **bad}
         with pytest.raises(InputError):
             env.Header(**fields).encode()
@@ -646,7 +661,8 @@ def test_cli_put_get(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CLEFS_LOCALSTACK_ENDPOINT", deployment.localstack.endpoint)
+    for name, value in deployment.localstack.client_env().items():
+        monkeypatch.setenv(name, value)
     outputs = tmp_path / "stack-outputs.json"
     outputs.write_text(json.dumps({"primary_region": HOME, "classes": deployment.classes}))
     common = ["--outputs", str(outputs), "--lab", str(deployment.lab)]
@@ -664,7 +680,7 @@ def test_cli_put_get(
 
     done = run("put", "--class", "appointments", "--id", "cli-1", "--file", str(note))
     assert done.exit_code == 0, done.output
-    assert "s3://" in done.stdout and "TLS verified against LocalStack's pinned certificate" in done.stdout
+    assert "s3://" in done.stdout and "TLS verified against the lab's own CA" in done.stdout
     out = tmp_path / "out" / "note.txt"
     done = run("get", "--class", "appointments", "--id", "cli-1", "--out", str(out))
     assert done.exit_code == 0 and out.read_bytes() == b"rendez-vous mardi"
@@ -707,3 +723,94 @@ def test_errors_are_clefs_errors() -> None:
         EndToEndError,
     ):
         assert issubclass(error, ClefsError)
+
+
+# --------------------------------------------------------------------- key guard, write time, rollback
+
+
+def test_put_is_refused_before_the_class_key_has_material(
+    localstack: LocalStack, deployment: Deployment
+) -> None:
+    """On AWS a PendingImport key refuses GenerateDataKey; LocalStack may not, so `put` asks first."""
+    kms = localstack.client("kms", HOME)
+    key = kms.create_key(Origin="EXTERNAL", MultiRegion=True, Description="never imported")["KeyMetadata"]
+    replica = kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=REPLICA)["ReplicaKeyMetadata"]
+    classes = json.loads(json.dumps(deployment.classes))
+    for region, arn in ((HOME, key["Arn"]), (REPLICA, replica["Arn"])):
+        classes["appointments"]["regions"][region]["key_arn"] = arn
+    datapath = DataPath(deployment.factory, classes)
+    with pytest.raises(dp.KeyNotReady, match=r"eu-west-3 is not usable \(no key material imported\); run "
+                       r"`hsm-lab byok import --class appointments` first"):
+        datapath.put("appointments", rid(), b"too early")
+    with pytest.raises(dp.KeyNotReady):
+        datapath.put("appointments", rid(), b"too early", region=REPLICA)
+    assert sum(datapath.kms_calls.values()) == 0, "no data key was asked for"
+
+
+def test_put_is_refused_when_the_replica_key_is_disabled(deployment: Deployment) -> None:
+    kms = deployment.factory("kms", HOME)
+    key = kms.create_key(MultiRegion=True, Description="replica to be disabled")["KeyMetadata"]
+    replica = kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=REPLICA)["ReplicaKeyMetadata"]
+    classes = json.loads(json.dumps(deployment.classes))
+    for region, arn in ((HOME, key["Arn"]), (REPLICA, replica["Arn"])):
+        classes["administrative"]["regions"][region]["key_arn"] = arn
+    datapath = DataPath(deployment.factory, classes)
+    datapath.put("administrative", rid(), b"fine while both keys are enabled")
+    deployment.factory("kms", REPLICA).disable_key(KeyId=replica["Arn"])
+    datapath.key_state_ttl = 0  # the cache would otherwise keep "Enabled" for 30 s
+    with pytest.raises(dp.KeyNotReady, match="eu-central-1 is not usable \\(key state Disabled\\)"):
+        datapath.put("administrative", rid(), b"refused: replication would need the replica key")
+
+
+def test_each_record_carries_an_authenticated_write_time(deployment: Deployment) -> None:
+    datapath = deployment.datapath()
+    record_id = rid()
+    before = env.written_now()
+    datapath.put("appointments", record_id, b"timed")
+    record = datapath.read("appointments", record_id)
+    assert before <= record.written <= env.written_now()
+    assert record.version_id and record.plaintext == b"timed"
+    blob = deployment.raw("appointments", record_id)
+    at = blob.index(record.written.encode())
+    forged = blob[:at] + b"2099" + blob[at + 4 :]  # claim a later write
+    deployment.store_raw("appointments", record_id, forged)
+    with pytest.raises(RecordAuthenticationError, match="not authentic"):
+        deployment.datapath().get("appointments", record_id)
+
+
+def test_a_record_rolled_back_to_an_older_version_is_noticed(deployment: Deployment) -> None:
+    """PutObject is enough to make an old version current again: `read` notices, `get` alone cannot."""
+    datapath = deployment.datapath()
+    record_id = rid()
+    bucket = deployment.target("appointments")["bucket"]
+    key = f"appointments/{record_id}"
+    datapath.put("appointments", record_id, b"old address")
+    old_version = deployment.s3().head_object(Bucket=bucket, Key=key)["VersionId"]
+    datapath.put("appointments", record_id, b"new address")
+    assert datapath.read("appointments", record_id).plaintext == b"new address"
+    deployment.s3().copy_object(
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key, "VersionId": old_version},
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=deployment.target("appointments")["key_arn"],
+    )
+    assert datapath.get("appointments", record_id) == b"old address"  # authentic, but stale
+    with pytest.raises(dp.RolledBack, match=f"record appointments/{record_id} was rolled back"):
+        datapath.read("appointments", record_id)
+
+
+def test_replicate_copies_what_s3_replication_would(deployment: Deployment) -> None:
+    datapath = deployment.datapath()
+    record_id = rid()
+    datapath.put("administrative", record_id, b"first")
+    datapath.put("administrative", record_id, b"second")
+    first = datapath.replicate("administrative")
+    assert first["administrative"] >= 2
+    assert datapath.replicate("administrative") == {"administrative": 0}, "nothing twice"
+    assert deployment.raw("administrative", record_id, REPLICA) == deployment.raw("administrative", record_id)
+    head = deployment.s3(REPLICA).head_object(
+        Bucket=deployment.target("administrative", REPLICA)["bucket"], Key=f"administrative/{record_id}"
+    )
+    assert head["SSEKMSKeyId"] == deployment.target("administrative", REPLICA)["key_arn"]
+    assert datapath.read("administrative", record_id, region=REPLICA).plaintext == b"second"

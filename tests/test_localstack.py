@@ -7,6 +7,7 @@ non-loopback address (a tripwire on socket.connect proves it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -205,14 +206,106 @@ def _gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+def non_loopback_addresses() -> list[str]:
+    """This machine's IPv4 addresses that are not loopback (from the kernel's routing table)."""
+    found: set[str] = set()
+    # /proc/net/fib_trie lists "/32 host LOCAL" right after each address of this machine
+    lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    for previous, line in itertools.pairwise(lines):
+        if "/32 host LOCAL" in line:
+            address = previous.strip().split()[-1]
+            if not address.startswith("127."):
+                found.add(address)
+    for row in Path("/proc/net/if_inet6").read_text().splitlines():
+        raw, _index, _prefix, scope = row.split()[:4]
+        if scope == "00":  # global scope only (no ::1, no link-local that needs an interface)
+            found.add(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(raw)))
+    return sorted(found)
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state owned by `pid` or its children."""
+    inodes: set[str] = set()
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for fd in Path(f"/proc/{current}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        todo += [int(child) for child in children]
+    found = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            host, port = local.split(":")
+            raw = bytes.fromhex(host)
+            if family == 4:
+                address = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                address = socket.inet_ntop(socket.AF_INET6, words)
+            found.append((address, int(port, 16)))
+    return found
+
+
+SECRETS = {
+    "CLEFS_USER_PIN": "user-pin-canary-4711",
+    "CLEFS_SO_PIN": "so-pin-canary-4712",
+    "AWS_ACCESS_KEY_ID": "AKIACANARYCANARY0000",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-canary-4713",
+    "MY_DB_PIN": "other-pin-canary-4714",
+}
+
+
 def test_running_starts_and_stops_what_it_started(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     port = free_port()
     clean_env.setenv("LOCALSTACK_HOST", f"127.0.0.1:{port}")
+    for name, value in SECRETS.items():
+        clean_env.setenv(name, value)
     files = ls.paths(tmp_path)
     with ls.running(tmp_path) as instance:
         assert instance.owned and instance.pid is not None
         assert instance.endpoint == f"http://127.0.0.1:{port}"
         pid = instance.pid
+        # its environment is the allow-list plus LocalStack's own settings: no PIN, no CLEFS_*,
+        # no AWS credential, none of the canaries' values anywhere
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+        assert not [n for n in names if n.startswith(("CLEFS_", "AWS_")) or "PIN" in n.upper()], names
+        for value in SECRETS.values():
+            assert value.encode() not in environ
+        assert b"GATEWAY_SERVER=hypercorn" in environ
+        # it listens on 127.0.0.1 only, and only on its port
+        sockets = listening_sockets(pid)
+        assert sockets and all(address == "127.0.0.1" for address, _ in sockets), sockets
+        assert {p for _, p in sockets} == {port}, sockets
+        # from a non-loopback address of this machine, the port is closed
+        for address in non_loopback_addresses():
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family) as probe, pytest.raises(ConnectionRefusedError):
+                probe.settimeout(2)
+                probe.connect((address, port))
+        # the lab's certificate: key files private, served by LocalStack, issued by the lab CA
+        assert instance.ca == files.ca and (files.tls.stat().st_mode & 0o777) == 0o700
+        for secret in (files.server_pem, files.tls / "server.pem.key"):
+            assert (secret.stat().st_mode & 0o777) == 0o600, secret
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(files.ca))
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
         record = json.loads(files.pid.read_text())
         assert record["pid"] == pid and record["port"] == port
         assert record["endpoint"] == instance.endpoint
@@ -262,3 +355,56 @@ def test_stale_pid_file_is_cleaned(tmp_path: Path) -> None:
     files.pid.write_text(json.dumps({"pid": dead.pid, "port": 4566}))
     assert ls.stop(tmp_path) == ls.Stopped("stale", dead.pid)
     assert not files.pid.exists()
+
+
+def test_a_server_with_another_certificate_is_refused(localstack: LocalStack, tmp_path: Path) -> None:
+    """An impostor on a loopback port, with a certificate for the right names from another CA."""
+    import ssl
+    import threading
+
+    from hsm_lab import errors
+    from hsm_lab.deployment import pin_localstack_tls
+
+    impostor_lab = tmp_path / "impostor"
+    ls.ensure_tls(impostor_lab)  # a perfectly valid CA and server certificate, but not ours
+    files = ls.paths(impostor_lab)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(files.server_pem)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = listener.accept()
+                with server_side.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert localstack.ca is not None
+        with pytest.raises(errors.ClefsError, match="not issued by the lab's CA") as caught:
+            pin_localstack_tls(f"http://127.0.0.1:{port}", tmp_path, ca=localstack.ca)
+        assert "\n" not in str(caught.value)
+        # and the real LocalStack passes the same check
+        pin = pin_localstack_tls(localstack.endpoint, tmp_path, ca=localstack.ca)
+        assert pin.pem == localstack.ca.resolve() and pin.url.startswith("https://127.0.0.1:")
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_no_pin_without_a_known_ca(
+    localstack: LocalStack, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from hsm_lab import errors
+    from hsm_lab.deployment import pin_localstack_tls
+
+    clean_env.delenv(ls.CA_ENV, raising=False)
+    with pytest.raises(errors.ClefsError, match="cannot pin LocalStack's TLS certificate"):
+        pin_localstack_tls(localstack.endpoint, tmp_path / "stranger")

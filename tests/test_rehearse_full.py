@@ -25,7 +25,7 @@ def test_full_rehearsal_on_the_session_localstack(localstack, run_cli, tmp_path:
         "--seed",
         "3",
         lab=lab,
-        extra_env={"CLEFS_LOCALSTACK_ENDPOINT": localstack.endpoint},
+        extra_env=localstack.client_env(),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
