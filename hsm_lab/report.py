@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hsm_lab.compliance import Report
 from hsm_lab.pyramid import PyramidReport
+from hsm_lab.record import fingerprint_words, grouped
 from hsm_lab.rehearsal import Rehearsal
 
 
@@ -52,22 +54,33 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
                 for k in (
                     "sensitive",
                     "extractable",
-                    "wrap_with_trusted",
                     "derive",
                     "encrypt",
                     "modifiable",
                 )
             )
         )
-    console.print(f"retired share: [yellow]{report.retired_share_refusal}[/]")
+    console.print(f"retired share: [yellow]{escape(report.retired_share_refusal)}[/]")
     console.print(
-        f"transcript: {report.transcript_entries} entries, chain OK, head {report.transcript_head[:16]}… "
-        f"signed in the HSM by key {report.signer_key_id}"
+        f"pinned signer (primary HSM): [bold]{grouped(report.pinned_signer)}[/]\n"
+        f"  read aloud: [bold]{fingerprint_words(report.pinned_signer)}[/]"
+    )
+    console.print(
+        f"recovery HSM's signing key {report.recovery_signer[:16]}… authorised by the import quorum "
+        f"({', '.join(report.import_quorum)}), checkable offline through the quorum authority key"
+    )
+    console.print(
+        f"record: {report.transcript_entries} entries, chain OK, head {report.transcript_head[:16]}… signed "
+        f"in the HSM by key {report.signer_key_id} ({report.authorised_signers} authorised signers); "
+        f"the recovery token holds {report.token_heads} append-only committed heads, and the chain matches"
     )
     timing = "  ".join(f"{step} {seconds * 1000:.0f} ms" for step, seconds in report.timings.items())
     console.print(f"timings: {timing}")
     console.print(f"lab: {report.lab.root}  (nothing in it holds the key or a plaintext share)")
-    console.print("[bold green]ceremony OK[/]: same KCV everywhere, quorum enforced, transcript verified")
+    console.print(
+        "[bold green]ceremony OK[/]: same KCV everywhere, L0 never extractable, quorum enforced, "
+        "record verified against the pinned signer and the token"
+    )
 
 
 SOURCE_MARK = {"observed": "[green]obs[/]", "configured": "[yellow]cfg[/]", "not checked": "[dim]–[/]"}

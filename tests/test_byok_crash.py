@@ -28,7 +28,7 @@ from hsm_lab.deployment import localstack_clients
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
 lab = Lab(Path(sys.argv[1]))
-factory, _pin = localstack_clients(sys.argv[2], lab.root / "tls")
+factory, _pin = localstack_clients(sys.argv[2], lab.root / "tls", ca=Path(sys.argv[5]))
 byok = Byok(HSM(lab.root), lab, token="clefs-primary", user_pin=os.environ["CLEFS_USER_PIN"],
             so_pin=os.environ["CLEFS_SO_PIN"], kms_for=lambda region: factory("kms", region),
             primary_region="eu-west-3", actor="crash-test")
@@ -44,19 +44,21 @@ def byok_lab(tmp_path_factory: pytest.TempPathFactory) -> LabUnderTest:
 
 
 def external_key(localstack, lab: Path) -> str:
-    factory, _pin = localstack_clients(localstack.endpoint, lab / "tls")
+    factory, _pin = localstack_clients(localstack.endpoint, lab / "tls", ca=localstack.ca)
     return factory("kms", "eu-west-3").create_key(Origin="EXTERNAL", Description="crash test")["KeyMetadata"][
         "Arn"
     ]
 
 
-def run_import(env: LabUnderTest, endpoint: str, arn: str, algorithm: str, fault: str | None) -> int:
+def run_import(
+    env: LabUnderTest, endpoint: str, ca: Path, arn: str, algorithm: str, fault: str | None
+) -> int:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CLEFS_")}
     environment.update(CLEFS_USER_PIN=env.pin, CLEFS_SO_PIN=env.so_pin)
     if fault:
         environment["CLEFS_TEST_FAULT"] = fault
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(env.lab.root), endpoint, arn, algorithm],
+        [sys.executable, "-c", SCRIPT, str(env.lab.root), endpoint, arn, algorithm, str(ca)],
         env=environment,
         capture_output=True,
         text=True,
@@ -93,16 +95,18 @@ def test_byok_killed_anywhere_leaves_nothing_on_the_token(
     byok_lab: LabUnderTest, localstack, fault: str, algorithm: str
 ) -> None:
     arn = external_key(localstack, byok_lab.lab.root)
-    assert run_import(byok_lab, localstack.endpoint, arn, algorithm, fault) == -signal.SIGKILL
+    assert run_import(byok_lab, localstack.endpoint, localstack.ca, arn, algorithm, fault) == -signal.SIGKILL
     token_is_clean(byok_lab)
     with byok_lab.hsm.session(PRIMARY_TOKEN, user_pin=byok_lab.pin) as session:
         warnings = Record.open(byok_lab.lab, session).warnings
     assert any("rolled back the interrupted byok.import" in w for w in warnings), warnings
     if fault == "byok:imported":
         assert any("KMS may already hold the material" in w and arn in w for w in warnings), warnings
-    assert run_import(byok_lab, localstack.endpoint, arn, algorithm, None) == 0, "the step can be re-run"
+    assert run_import(byok_lab, localstack.endpoint, localstack.ca, arn, algorithm, None) == 0, (
+        "the step can be re-run"
+    )
     token_is_clean(byok_lab)
-    factory, _pin = localstack_clients(localstack.endpoint, byok_lab.lab.root / "tls")
+    factory, _pin = localstack_clients(localstack.endpoint, byok_lab.lab.root / "tls", ca=localstack.ca)
     byok = Byok(
         byok_lab.hsm,
         byok_lab.lab,
