@@ -466,18 +466,16 @@ def check_uploads(
 def check_key_policy(
     kms: Any, key_arn: str, data_class: str, region: str, role: str, outputs: Mapping[str, Any], source: str
 ) -> Cell:
-    from policy.rules import key_policy_findings
+    from policy.rules import KEY_POLICY_ROLES, key_policy_findings
 
     spec = outputs["classes"][data_class]
     roles = outputs.get("roles") if isinstance(outputs.get("roles"), Mapping) else {}
     bucket_arn = spec["regions"][region].get("bucket_arn")
     replication = spec.get("replication_role")
-    if not all(isinstance(roles.get(r), str) for r in ("admin", "app", "ceremony")) or not (
-        bucket_arn and replication
-    ):
+    if not all(isinstance(roles.get(r), str) for r in KEY_POLICY_ROLES) or not (bucket_arn and replication):
         return Cell(
             True,
-            "the stack outputs name no roles (admin, app, ceremony, replication): not checked",
+            f"the stack outputs name no roles ({', '.join(KEY_POLICY_ROLES)}, replication): not checked",
             "–",
             NOT_CHECKED,
         )
@@ -494,7 +492,7 @@ def check_key_policy(
         region=region,
         copy=role,
         account_id=key_arn.split(":")[4],
-        roles={r: str(roles[r]) for r in ("admin", "app", "ceremony")},
+        roles={r: str(roles[r]) for r in KEY_POLICY_ROLES},
         replication_role=str(replication),
         bucket_arn_in_region=str(bucket_arn),
     )

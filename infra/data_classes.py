@@ -38,7 +38,6 @@ _NAME_RULE = (
 )
 _ALLOWED_KEYS = ("name", "protection", "description")
 
-ALIAS_PREFIX = "alias/clefs/"
 
 # Tag keys shared by the program and the policy pack.
 TAG_DATA_CLASS = "clefs:data-class"
@@ -84,10 +83,6 @@ class DataClass:
     def client_side_encryption(self) -> bool:
         """Writers must encrypt client side (envelope under the class key) before upload."""
         return self.end_to_end
-
-    @property
-    def alias(self) -> str:
-        return f"{ALIAS_PREFIX}{self.name}"
 
     def encryption_context(self, record_id: str | None = None) -> dict[str, str]:
         """The KMS encryption context the app must send for this class."""

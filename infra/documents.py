@@ -2,9 +2,15 @@
 
 Key-policy design (separation of duties, per data class and region):
 
-* the account root may only *administer* the key (the statement that keeps the key manageable
-  and passes KMS's lock-out safety check); it delegates no use and no import to IAM policies;
-* key administrators administer and never use the key nor touch its material;
+* the account root delegates only *reading* the key to IAM policies: no use, no import, and
+  neither kms:PutKeyPolicy nor kms:ScheduleKeyDeletion, so an IAM administrator (say with
+  AdministratorAccess) cannot rewrite the policy and grant themselves Decrypt;
+* only the deployer named in the policy (the identity that runs `pulumi up`) may change the
+  policy or schedule the key's deletion; it passes KMS's lock-out safety check, and if it is
+  lost nobody can change the policy any more (docs/aws.md says what that means);
+* key administrators administer (enable, disable, tag, describe) and never use the key nor
+  touch its material or its policy;
+* the auditor reads the key, its policy, tags and aliases, nothing else;
 * the application role may only Encrypt, Decrypt and GenerateDataKey, and only under an
   encryption context bound to its data class: either `data_class=<class>` (direct/envelope use)
   or, through S3 in that region, `aws:s3:arn` of the class's own bucket (SSE-KMS);
@@ -52,6 +58,28 @@ USE_ACTIONS: tuple[str, ...] = (
     "kms:DeriveSharedSecret",
 )
 APP_ACTIONS: tuple[str, ...] = ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")
+# What the root statement delegates to IAM: reading only (docs/aws.md).
+ACCOUNT_READ_ACTIONS: tuple[str, ...] = (
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListAliases",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListResourceTags",
+)
+AUDITOR_ACTIONS: tuple[str, ...] = (
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListAliases",
+    "kms:ListResourceTags",
+)
+# Only the deployer: changing the policy (and so who may use the key), deleting the key.
+POLICY_CHANGE_ACTIONS: tuple[str, ...] = ("kms:PutKeyPolicy", "kms:ScheduleKeyDeletion")
+KEY_ADMIN_ACTIONS: tuple[str, ...] = tuple(
+    a for a in ADMIN_ACTIONS if a not in ("kms:Put*", "kms:ScheduleKeyDeletion")
+)
 IMPORT_ACTIONS: tuple[str, ...] = (
     "kms:GetParametersForImport",
     "kms:ImportKeyMaterial",
@@ -95,6 +123,8 @@ def key_policy(
     ceremony_arn: str,
     replication_role_arn: str,
     bucket_arn: str,
+    deployer_arn: str,
+    auditor_arn: str,
 ) -> Document:
     """Key policy for one class key copy (`copy` is "primary" or "replica") in `region`."""
     if copy not in ("primary", "replica"):
@@ -108,9 +138,16 @@ def key_policy(
         "Id": f"clefs-{data_class}-{copy}",
         "Statement": [
             {
-                "Sid": "AccountAdministersThroughIamOnly",
+                "Sid": "AccountReadsThroughIamOnly",
                 "Effect": "Allow",
                 "Principal": {"AWS": account_root(account_id)},
+                "Action": list(ACCOUNT_READ_ACTIONS),
+                "Resource": "*",
+            },
+            {
+                "Sid": "DeployerManagesTheKeyAndItsPolicy",
+                "Effect": "Allow",
+                "Principal": {"AWS": deployer_arn},
                 "Action": list(ADMIN_ACTIONS),
                 "Resource": "*",
             },
@@ -118,7 +155,14 @@ def key_policy(
                 "Sid": "KeyAdministrators",
                 "Effect": "Allow",
                 "Principal": {"AWS": admin_arn},
-                "Action": list(ADMIN_ACTIONS),
+                "Action": list(KEY_ADMIN_ACTIONS),
+                "Resource": "*",
+            },
+            {
+                "Sid": "AuditorReadsTheKey",
+                "Effect": "Allow",
+                "Principal": {"AWS": auditor_arn},
+                "Action": list(AUDITOR_ACTIONS),
                 "Resource": "*",
             },
             {
@@ -169,6 +213,21 @@ def key_policy(
                 "Action": list(IMPORT_ACTIONS),
                 "Resource": "*",
                 "Condition": {"ArnNotEquals": {"aws:PrincipalArn": ceremony_arn}},
+            },
+            {
+                "Sid": "DenyPolicyChangesToAllButTheDeployer",
+                "Effect": "Deny",
+                "Principal": everyone,
+                "Action": list(POLICY_CHANGE_ACTIONS),
+                "Resource": "*",
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": deployer_arn}},
+            },
+            {
+                "Sid": "AuditorOnlyReads",
+                "Effect": "Deny",
+                "Principal": {"AWS": auditor_arn},
+                "NotAction": list(AUDITOR_ACTIONS),
+                "Resource": "*",
             },
             {
                 "Sid": "DenyGrantsExceptForAwsServices",
@@ -316,6 +375,50 @@ def replication_role_policy(source_bucket_arn: str, destination_bucket_arn: str)
                 "Effect": "Allow",
                 "Action": list(REPLICATION_DESTINATION_OBJECT_ACTIONS),
                 "Resource": f"{destination_bucket_arn}/*",
+            },
+        ],
+    }
+
+
+def auditor_role_policy() -> Document:
+    """What `hsm-lab verify --aws` needs, read-only: KMS reads, S3 configuration and object listing.
+
+    The auditor cannot decrypt: SSE-KMS object bodies stay out of its reach (HEAD works, GET
+    is refused by KMS), so on AWS `verify` says which cells it could not read (docs/aws.md).
+    """
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": "ReadKeys", "Effect": "Allow", "Action": list(AUDITOR_ACTIONS), "Resource": "*"},
+            {
+                "Sid": "ReadBucketConfiguration",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetBucketPolicy",
+                    "s3:GetBucketVersioning",
+                    "s3:GetBucketPublicAccessBlock",
+                    "s3:GetEncryptionConfiguration",
+                    "s3:GetReplicationConfiguration",
+                    "s3:GetBucketObjectLockConfiguration",
+                    "s3:GetBucketOwnershipControls",
+                    "s3:GetBucketLocation",
+                    "s3:ListBucket",
+                    "s3:ListBucketVersions",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadObjectMetadata",
+                "Effect": "Allow",
+                # GetObject allows HEAD (metadata); a body under SSE-KMS still needs kms:Decrypt, which the
+                # class key policies deny to the auditor. Transcripts (SSE-S3) it reads in full.
+                "Action": [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:GetObjectAttributes",
+                    "s3:GetObjectRetention",
+                ],
+                "Resource": "*",
             },
         ],
     }

@@ -4,6 +4,12 @@
 `aws.kms.ReplicaExternalKey` in the replica region, both created WITHOUT `key_material_base64`:
 they stay PendingImport until the ceremony imports the same HSM-wrapped material into each, so
 no key material ever enters Pulumi config or state.
+
+The HSM's import changes some of their attributes out of band (docs/infra.md, "Drift"):
+`validTo` and the expiration model when material expires, `enabled`/key state, and
+`keyMaterialBase64`, which stays empty here for good. They are in `IMPORT_OWNED` and
+ignored by Pulumi, so a `pulumi refresh` after an import does not make the next `up`
+clear the expiry and re-import empty material (which the key policy would refuse anyway).
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ from infra.data_classes import COPY_PRIMARY, COPY_REPLICA, TAG_COPY, TAG_DATA_CL
 from infra.providers import RegionalProviders
 from infra.roles import Roles
 from infra.settings import StackSettings
+
+# Properties the ceremony's ImportKeyMaterial owns, not Pulumi (engine property names).
+IMPORT_OWNED: tuple[str, ...] = ("validTo", "keyMaterialBase64", "enabled", "expirationModel", "keyState")
+
+
+def import_owned(opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=list(IMPORT_OWNED)))
 
 
 class ClassKey(pulumi.ComponentResource):
@@ -46,6 +59,8 @@ class ClassKey(pulumi.ComponentResource):
                 admin_arn=roles.admin.arn,
                 app_arn=roles.app.arn,
                 ceremony_arn=roles.ceremony.arn,
+                auditor_arn=roles.auditor.arn,
+                deployer_arn=roles.deployer_arn,
                 replication_role_arn=replication_role_arn,
                 bucket_arn=bucket_arns[region],
             )
@@ -61,7 +76,7 @@ class ClassKey(pulumi.ComponentResource):
             bypass_policy_lockout_safety_check=False,
             policy=policy(primary_region, COPY_PRIMARY),
             tags={TAG_DATA_CLASS: dc.name, TAG_COPY: COPY_PRIMARY},
-            opts=child(self, providers.primary),
+            opts=import_owned(child(self, providers.primary)),
         )
         self.replica = aws.kms.ReplicaExternalKey(
             f"{dc.name}-{replica_region}",
@@ -71,12 +86,12 @@ class ClassKey(pulumi.ComponentResource):
             bypass_policy_lockout_safety_check=False,
             policy=policy(replica_region, COPY_REPLICA),
             tags={TAG_DATA_CLASS: dc.name, TAG_COPY: COPY_REPLICA},
-            opts=child(self, providers.replica),
+            opts=import_owned(child(self, providers.replica)),
         )
         self.aliases = {
             region: aws.kms.Alias(
                 f"{dc.name}-{region}-alias",
-                name=dc.alias,
+                name=settings.alias(dc.name),
                 target_key_id=key.arn,
                 opts=child(self, providers.for_region(region)),
             )

@@ -17,11 +17,15 @@ DEFAULT_PRIMARY_REGION = "eu-west-3"  # Paris
 DEFAULT_REPLICA_REGION = "eu-central-1"  # Frankfurt
 DEFAULT_TRANSCRIPT_RETENTION_DAYS = 365
 DEFAULT_KEY_DELETION_WINDOW_DAYS = 30
-ROLE_NAMES = ("admin", "app", "ceremony")
+DEFAULT_NAME_PREFIX = "clefs"
+ROLE_NAMES = ("admin", "app", "ceremony", "auditor")
 
 _REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _ARN_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:\S+$")
+_PRINCIPAL_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,128}$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_STACK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 BUCKET_AUTONAME_SUFFIX = 8  # Pulumi appends "-" and 7 random characters
 BUCKET_NAME_MAX = 63
 
@@ -34,6 +38,8 @@ KEYS = (
     "endpoint",
     "allowedAccountIds",
     "trustedPrincipals",
+    "namePrefix",
+    "deployerArn",
 )
 OBJECT_KEYS = frozenset({"dataClasses", "allowedAccountIds", "trustedPrincipals"})
 
@@ -42,9 +48,9 @@ class ConfigError(ValueError):
     """A one-line, precise error about a `clefs:*` config value."""
 
 
-def class_bucket_logical_name(class_name: str, region: str) -> str:
-    """Logical (and autoname prefix) name of a class bucket."""
-    return f"clefs-{class_name}-{region}"
+def class_bucket_logical_name(class_name: str, region: str, namespace: str = DEFAULT_NAME_PREFIX) -> str:
+    """Logical (and autoname prefix) name of a class bucket: `<prefix>-<stack>-<class>-<region>`."""
+    return f"{namespace}-{class_name}-{region}"
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,21 @@ class StackSettings:
     endpoint: str | None = None
     allowed_account_ids: tuple[str, ...] = ()
     trusted_principals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    name_prefix: str = DEFAULT_NAME_PREFIX
+    stack: str = "dev"
+    deployer_arn: str | None = None  # None: the identity running `pulumi up` (its role, not its session)
 
     @property
     def regions(self) -> tuple[str, str]:
         return (self.primary_region, self.replica_region)
+
+    @property
+    def namespace(self) -> str:
+        """`<prefix>-<stack>`: every alias, bucket and topic name carries it, so stacks do not collide."""
+        return f"{self.name_prefix}-{self.stack}"
+
+    def alias(self, data_class: str) -> str:
+        return f"alias/{self.name_prefix}/{self.stack}/{data_class}"
 
     @property
     def localstack(self) -> bool:
@@ -130,11 +147,52 @@ def _principals(raw: object | None) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def settings_from_config(get: Callable[[str], object | None]) -> StackSettings:
+def _prefix(raw: object | None) -> str:
+    if raw is None or raw == "":
+        return DEFAULT_NAME_PREFIX
+    if not isinstance(raw, str) or not _PREFIX_RE.match(raw):
+        raise ConfigError(
+            f"clefs:namePrefix: {raw!r} must be 1-16 of a-z 0-9 - starting with a letter "
+            "(it goes into bucket names)"
+        )
+    return raw
+
+
+def _deployer(raw: object | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not _PRINCIPAL_ARN_RE.match(raw):
+        raise ConfigError(
+            f"clefs:deployerArn: {raw!r} is not an IAM role or user ARN "
+            "(arn:aws:iam::<account>:role/<name>); an STS session ARN changes with every session"
+        )
+    return raw
+
+
+def deployer_from_caller(arn: str) -> str:
+    """The principal a key policy can name for the identity running `pulumi up`.
+
+    An assumed-role session (arn:aws:sts::A:assumed-role/R/S) is named by its role
+    (arn:aws:iam::A:role/R): `aws:PrincipalArn` is the role ARN for role sessions.
+    """
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return arn
+
+
+def settings_from_config(get: Callable[[str], object | None], stack: str = "dev") -> StackSettings:
     """Build validated settings; `get(key)` returns the raw value of `clefs:<key>` or None.
 
-    Structured keys (OBJECT_KEYS) must be returned already parsed (list/dict).
+    Structured keys (OBJECT_KEYS) must be returned already parsed (list/dict). `stack` is the
+    Pulumi stack name: it goes into every alias and bucket name.
     """
+    if not _STACK_RE.match(stack):
+        raise ConfigError(
+            f"stack name {stack!r}: use 1-20 of a-z 0-9 - (it goes into alias and bucket names)"
+        )
+    prefix = _prefix(get("namePrefix"))
     primary = _region("primaryRegion", get("primaryRegion"), DEFAULT_PRIMARY_REGION)
     replica = _region("replicaRegion", get("replicaRegion"), DEFAULT_REPLICA_REGION)
     if primary == replica:
@@ -145,11 +203,13 @@ def settings_from_config(get: Callable[[str], object | None]) -> StackSettings:
         raise ConfigError(str(exc)) from None
     for dc in classes:
         for region in (primary, replica):
-            longest = len(class_bucket_logical_name(dc.name, region)) + BUCKET_AUTONAME_SUFFIX
+            namespace = f"{prefix}-{stack}"
+            longest = len(class_bucket_logical_name(dc.name, region, namespace)) + BUCKET_AUTONAME_SUFFIX
             if longest > BUCKET_NAME_MAX:
                 raise ConfigError(
                     f"clefs:dataClasses: {dc.name!r} makes bucket names in {region} "
-                    f"{longest} characters long (S3 maximum {BUCKET_NAME_MAX})"
+                    f"{longest} characters long with namespace {namespace!r} (S3 maximum {BUCKET_NAME_MAX}); "
+                    "shorten the class, clefs:namePrefix or the stack name"
                 )
     return StackSettings(
         primary_region=primary,
@@ -168,10 +228,13 @@ def settings_from_config(get: Callable[[str], object | None]) -> StackSettings:
         endpoint=_endpoint(get("endpoint")),
         allowed_account_ids=_accounts(get("allowedAccountIds")),
         trusted_principals=_principals(get("trustedPrincipals")),
+        name_prefix=prefix,
+        stack=stack,
+        deployer_arn=_deployer(get("deployerArn")),
     )
 
 
-def settings_from_mapping(config: Mapping[str, object]) -> StackSettings:
+def settings_from_mapping(config: Mapping[str, object], stack: str = "dev") -> StackSettings:
     """Settings from a plain mapping keyed `clefs:<key>` or `<key>` (tests, tooling)."""
 
     def get(key: str) -> object | None:
@@ -182,4 +245,4 @@ def settings_from_mapping(config: Mapping[str, object]) -> StackSettings:
     )
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config key (known: {', '.join(KEYS)})")
-    return settings_from_config(get)
+    return settings_from_config(get, stack)

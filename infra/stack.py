@@ -23,7 +23,7 @@ def load_settings() -> StackSettings:
     def get(key: str) -> object | None:
         return config.get_object(key) if key in OBJECT_KEYS else config.get(key)
 
-    return settings_from_config(get)
+    return settings_from_config(get, pulumi.get_stack())
 
 
 class DataClassStack(pulumi.ComponentResource):
@@ -77,25 +77,28 @@ def build(settings: StackSettings | None = None) -> dict[str, Any]:
     """Declare every resource; return the stack outputs (name -> value or Output)."""
     settings = settings if settings is not None else load_settings()
     providers = RegionalProviders("clefs", settings)
-    account_id = aws.get_caller_identity_output(
-        opts=pulumi.InvokeOutputOptions(provider=providers.primary)
-    ).account_id
-    roles = Roles("clefs", settings, account_id, providers.primary)
+    caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=providers.primary))
+    account_id = caller.account_id
+    roles = Roles("clefs", settings, account_id, providers.primary, caller_arn=caller.arn)
     classes = {
         dc.name: DataClassStack(dc, settings, providers, roles, account_id) for dc in settings.data_classes
     }
-    transcripts = TranscriptBucket("clefs-transcripts", settings, providers.primary)
+    transcripts = TranscriptBucket(f"{settings.namespace}-transcripts", settings, providers.primary)
 
     outputs: dict[str, Any] = {
         "primary_region": settings.primary_region,
         "replica_region": settings.replica_region,
         "account_id": account_id,
+        "stack": settings.stack,
+        "namespace": settings.namespace,
         "classes": {name: cls.summary for name, cls in classes.items()},
         "transcript_bucket": transcripts.bucket.bucket,
         "roles": {
             "admin": roles.admin.arn,
             "app": roles.app.arn,
             "ceremony": roles.ceremony.arn,
+            "auditor": roles.auditor.arn,
+            "deployer": roles.deployer_arn,
             "replication": {name: cls.storage.replication_role.arn for name, cls in classes.items()},
         },
     }

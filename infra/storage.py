@@ -76,7 +76,7 @@ class ClassStorage(pulumi.ComponentResource):
         self.regions = settings.regions
         self.buckets, self.versioning, self.public_access = {}, {}, {}
         for region, copy in zip(settings.regions, (COPY_PRIMARY, COPY_REPLICA), strict=True):
-            name = class_bucket_logical_name(dc.name, region)
+            name = class_bucket_logical_name(dc.name, region, settings.namespace)
             provider = providers.for_region(region)
             bucket = aws.s3.Bucket(
                 name,
@@ -134,7 +134,7 @@ class ClassProtection(pulumi.ComponentResource):
         key_arns = key.key_arns
         self.encryption, self.policies = {}, {}
         for region in settings.regions:
-            name = class_bucket_logical_name(dc.name, region)
+            name = class_bucket_logical_name(dc.name, region, settings.namespace)
             provider = providers.for_region(region)
             bucket = storage.buckets[region]
             self.encryption[region] = aws.s3.BucketServerSideEncryptionConfiguration(
@@ -172,7 +172,7 @@ class ClassProtection(pulumi.ComponentResource):
             opts=child(self, providers.primary),
         )
         self.replication = aws.s3.BucketReplicationConfig(
-            f"{class_bucket_logical_name(dc.name, primary_region)}-replication",
+            f"{class_bucket_logical_name(dc.name, primary_region, settings.namespace)}-replication",
             bucket=source.id,
             role=storage.replication_role.arn,
             rules=[

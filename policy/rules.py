@@ -181,7 +181,11 @@ _USE_PROBES = (
 )
 _APP_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey")
 _IMPORT_ACTIONS = ("kms:GetParametersForImport", "kms:ImportKeyMaterial", "kms:DeleteImportedKeyMaterial")
-_ADMIN_PROBES = ("kms:DescribeKey", "kms:PutKeyPolicy", "kms:DisableKey", "kms:ScheduleKeyDeletion")
+_ADMIN_PROBES = ("kms:DescribeKey", "kms:DisableKey")
+# Changing the policy (and so who may use the key) or deleting the key: the named deployer only,
+# never delegated to IAM (an AdministratorAccess principal must not grant itself Decrypt).
+_POLICY_CHANGE_PROBES = ("kms:PutKeyPolicy", "kms:ScheduleKeyDeletion")
+_AUDITOR_PROBES = ("kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListResourceTags")
 
 
 def key_policy_findings(
@@ -199,6 +203,7 @@ def key_policy_findings(
     if doc is None:
         return ["has no parseable key policy"]
     admin, app, ceremony = roles["admin"], roles["app"], roles["ceremony"]
+    auditor, deployer = roles["auditor"], roles["deployer"]
     outsider = f"arn:aws:iam::{account_id}:role/clefs-policy-probe-outsider"
     root = f"arn:aws:iam::{account_id}:root"
     own = {f"kms:EncryptionContext:{ENCRYPTION_CONTEXT_KEY}": data_class}
@@ -252,13 +257,25 @@ def key_policy_findings(
                 (replication_role, "the replication role"),
             ):
                 expect(label, who, action, {}, False, iam=iam)
-        for action in _ADMIN_PROBES:
+        for action in (*_ADMIN_PROBES, *_POLICY_CHANGE_PROBES):
             for who, label in (
                 (app, "the app role"),
                 (ceremony, "the ceremony role"),
                 (replication_role, "the replication role"),
             ):
                 expect(label, who, action, {}, False, iam=iam)
+        for action in _POLICY_CHANGE_PROBES:
+            for who, label in (
+                (admin, "key administrators"),
+                (auditor, "the auditor"),
+                (root, "the account's IAM principals"),
+                (outsider, "other account principals"),
+            ):
+                expect(label, who, action, {}, False, iam=iam)
+        for action in (*_USE_PROBES, *_IMPORT_ACTIONS, "kms:DisableKey"):
+            expect("the auditor", auditor, action, own, False, iam=iam)
+        for action in (*_USE_PROBES, *_IMPORT_ACTIONS):
+            expect("the deployer", deployer, action, own, False, iam=iam)
         for who, label in (
             (admin, "key administrators"),
             (app, "the app role"),
@@ -280,7 +297,10 @@ def key_policy_findings(
         expect("the ceremony role", ceremony, action, {}, True, iam=False)
     for action in _ADMIN_PROBES:
         expect("key administrators", admin, action, {}, True, iam=False)
-    expect("the account (lock-out safety)", root, "kms:PutKeyPolicy", {}, True, iam=True)
+    for action in _AUDITOR_PROBES:
+        expect("the auditor", auditor, action, {}, True, iam=False)
+    for action in _POLICY_CHANGE_PROBES:  # lock-out safety: the deployer can still change it
+        expect("the deployer (lock-out safety)", deployer, action, {}, True, iam=False)
     wanted = ("kms:Decrypt",) if copy == COPY_PRIMARY else ("kms:Encrypt", "kms:GenerateDataKey")
     for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"):
         expect("the replication role", replication_role, action, via_s3, action in wanted, iam=False)
@@ -617,12 +637,17 @@ def validate_regions_within_config(args: StackValidationArgs, report: ReportViol
             )
 
 
+KEY_POLICY_ROLES = ("admin", "app", "ceremony", "auditor", "deployer")
+
+
 def validate_key_separation_of_duties(args: StackValidationArgs, report: ReportViolation) -> None:
     model = StackModel(args.resources)
     roles_components = model.components.get(C_ROLES, [])
     roles = roles_components[0].props if roles_components else {}
-    if not all(isinstance(_get(roles, r), str) for r in ("admin", "app", "ceremony")):
-        report("no clefs:infra:Roles outputs (admin, app, ceremony): cannot check key policies", None)
+    if not all(isinstance(_get(roles, r), str) for r in KEY_POLICY_ROLES):
+        report(
+            f"no clefs:infra:Roles outputs ({', '.join(KEY_POLICY_ROLES)}): cannot check key policies", None
+        )
         return
     classes = model.data_class_outputs()
     for (data_class, region), keys in sorted(model.keys.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
@@ -644,7 +669,7 @@ def validate_key_separation_of_duties(args: StackValidationArgs, report: ReportV
                 region=str(region),
                 copy=copy,
                 account_id=arn.split(":")[4],
-                roles={r: str(roles[r]) for r in ("admin", "app", "ceremony")},
+                roles={r: str(roles[r]) for r in KEY_POLICY_ROLES},
                 replication_role=str(replication),
                 bucket_arn_in_region=str(bucket),
             )

@@ -19,6 +19,7 @@ from infra.data_classes import (
     parse_data_classes,
     to_config,
 )
+from infra.settings import settings_from_mapping
 
 
 def test_defaults_are_the_three_platform_classes() -> None:
@@ -41,7 +42,11 @@ def test_protection_levels_and_client_side_flag_follow_end_to_end() -> None:
 
 def test_alias_and_encryption_context_use_the_class_name() -> None:
     dc = DataClass("appointments")
-    assert dc.alias == "alias/clefs/appointments"
+    assert settings_from_mapping({}, stack="prod").alias(dc.name) == "alias/clefs/prod/appointments"
+    assert (
+        settings_from_mapping({"namePrefix": "acme"}, stack="eu").alias(dc.name)
+        == "alias/acme/eu/appointments"
+    )
     assert ENCRYPTION_CONTEXT_KEY == "data_class"
     assert dc.encryption_context("r-1") == {"data_class": "appointments", "record_id": "r-1"}
     assert dc.encryption_context() == {"data_class": "appointments"}

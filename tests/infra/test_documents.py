@@ -12,6 +12,8 @@ ACCT = "111122223333"
 ADMIN = f"arn:aws:iam::{ACCT}:role/clefs-admin"
 APP = f"arn:aws:iam::{ACCT}:role/clefs-app"
 CEREMONY = f"arn:aws:iam::{ACCT}:role/clefs-ceremony"
+AUDITOR = f"arn:aws:iam::{ACCT}:role/clefs-auditor"
+DEPLOYER = f"arn:aws:iam::{ACCT}:role/clefs-deployer"
 REPLICATION = f"arn:aws:iam::{ACCT}:role/clefs-appointments-replication"
 OUTSIDER = f"arn:aws:iam::{ACCT}:role/someone-else"
 ROOT = f"arn:aws:iam::{ACCT}:root"
@@ -33,6 +35,8 @@ def policy(copy: str = "primary") -> dict[str, object]:
         ceremony_arn=CEREMONY,
         replication_role_arn=REPLICATION,
         bucket_arn=BUCKET,
+        deployer_arn=DEPLOYER,
+        auditor_arn=AUDITOR,
     )
 
 
@@ -148,10 +152,11 @@ def test_evaluator_refuses_what_it_does_not_understand(statement: dict[str, obje
 @pytest.mark.parametrize(
     ("who", "action", "context", "iam", "decision"),
     [
-        # key administrators administer, never use the key nor its material
-        (ADMIN, "kms:PutKeyPolicy", {}, False, ALLOW),
-        (ADMIN, "kms:ScheduleKeyDeletion", {}, False, ALLOW),
+        # key administrators administer, never use the key, its material or its policy
+        (ADMIN, "kms:PutKeyPolicy", {}, True, DENY),
+        (ADMIN, "kms:ScheduleKeyDeletion", {}, True, DENY),
         (ADMIN, "kms:DisableKey", {}, False, ALLOW),
+        (ADMIN, "kms:DescribeKey", {}, False, ALLOW),
         (ADMIN, "kms:Decrypt", OWN, True, DENY),
         (ADMIN, "kms:GenerateDataKey", VIA_S3, True, DENY),
         (ADMIN, "kms:ImportKeyMaterial", {}, True, DENY),
@@ -187,13 +192,28 @@ def test_evaluator_refuses_what_it_does_not_understand(statement: dict[str, obje
         (REPLICATION, "kms:Decrypt", VIA_S3, False, ALLOW),
         (REPLICATION, "kms:Encrypt", VIA_S3, True, DENY),
         (REPLICATION, "kms:Decrypt", OWN, True, IMPLICIT_DENY),
-        # anybody else in the account, even with kms:* in IAM: administration only
+        # anybody else in the account, even with kms:* in IAM (AdministratorAccess): reading only
         (OUTSIDER, "kms:Decrypt", OWN, True, DENY),
         (OUTSIDER, "kms:ImportKeyMaterial", {}, True, DENY),
         (OUTSIDER, "kms:DescribeKey", {}, True, ALLOW),
         (OUTSIDER, "kms:DescribeKey", {}, False, IMPLICIT_DENY),
-        # lock-out safety: the account can still manage the key policy through IAM
-        (ROOT, "kms:PutKeyPolicy", {}, True, ALLOW),
+        (OUTSIDER, "kms:PutKeyPolicy", {}, True, DENY),
+        (OUTSIDER, "kms:ScheduleKeyDeletion", {}, True, DENY),
+        (OUTSIDER, "kms:DisableKey", {}, True, IMPLICIT_DENY),
+        (ROOT, "kms:PutKeyPolicy", {}, True, DENY),
+        # only the deployer changes the policy (lock-out safety) or deletes the key; it never uses it
+        (DEPLOYER, "kms:PutKeyPolicy", {}, False, ALLOW),
+        (DEPLOYER, "kms:ScheduleKeyDeletion", {}, False, ALLOW),
+        (DEPLOYER, "kms:Decrypt", OWN, True, DENY),
+        (DEPLOYER, "kms:ImportKeyMaterial", {}, True, DENY),
+        # the auditor reads, nothing else
+        (AUDITOR, "kms:DescribeKey", {}, False, ALLOW),
+        (AUDITOR, "kms:GetKeyPolicy", {}, False, ALLOW),
+        (AUDITOR, "kms:ListResourceTags", {}, False, ALLOW),
+        (AUDITOR, "kms:Decrypt", OWN, True, DENY),
+        (AUDITOR, "kms:DisableKey", {}, True, DENY),
+        (AUDITOR, "kms:PutKeyPolicy", {}, True, DENY),
+        (AUDITOR, "kms:GetParametersForImport", {}, True, DENY),
     ],
 )
 def test_key_policy_separation_of_duties(
@@ -213,6 +233,8 @@ def test_replica_copy_lets_replication_encrypt_not_decrypt() -> None:
         ceremony_arn=CEREMONY,
         replication_role_arn=REPLICATION,
         bucket_arn="arn:aws:s3:::clefs-appointments-eu-central-1-abc1234",
+        deployer_arn=DEPLOYER,
+        auditor_arn=AUDITOR,
     )
     via = {
         "kms:ViaService": "s3.eu-central-1.amazonaws.com",
@@ -229,7 +251,7 @@ def test_key_policy_findings_is_empty_for_the_real_policy_and_names_each_breach(
         region="eu-west-3",
         copy="primary",
         account_id=ACCT,
-        roles={"admin": ADMIN, "app": APP, "ceremony": CEREMONY},
+        roles={"admin": ADMIN, "app": APP, "ceremony": CEREMONY, "auditor": AUDITOR, "deployer": DEPLOYER},
         replication_role=REPLICATION,
         bucket_arn_in_region=BUCKET,
     )
@@ -240,11 +262,38 @@ def test_key_policy_findings_is_empty_for_the_real_policy_and_names_each_breach(
     ]  # type: ignore[index]
     assert key_policy_findings(broken, **kwargs) == [
         "the app role can kms:DescribeKey even with an IAM policy granting kms:*",
-        "the app role can kms:PutKeyPolicy even with an IAM policy granting kms:*",
-        "the app role can kms:DisableKey even with an IAM policy granting kms:*",
-        "the app role can kms:ScheduleKeyDeletion even with an IAM policy granting kms:*",
     ]
     assert key_policy_findings(None, **kwargs) == ["has no parseable key policy"]
+
+
+def test_the_account_root_no_longer_delegates_policy_changes_to_iam() -> None:
+    """Issue 9: a principal with AdministratorAccess must not rewrite the policy to grant itself Decrypt."""
+    kwargs = dict(
+        data_class="appointments",
+        region="eu-west-3",
+        copy="primary",
+        account_id=ACCT,
+        roles={"admin": ADMIN, "app": APP, "ceremony": CEREMONY, "auditor": AUDITOR, "deployer": DEPLOYER},
+        replication_role=REPLICATION,
+        bucket_arn_in_region=BUCKET,
+    )
+    old_style = policy()
+    for statement in old_style["Statement"]:  # type: ignore[union-attr]
+        if statement["Sid"] == "AccountReadsThroughIamOnly":
+            statement["Action"] = list(documents.ADMIN_ACTIONS)
+    old_style["Statement"] = [  # type: ignore[index]
+        s
+        for s in old_style["Statement"]
+        if s["Sid"] != "DenyPolicyChangesToAllButTheDeployer"  # type: ignore[union-attr]
+    ]
+    findings = key_policy_findings(old_style, **kwargs)
+    assert (
+        "the account's IAM principals can kms:PutKeyPolicy even with an IAM policy granting kms:*" in findings
+    )
+    assert (
+        "other account principals can kms:ScheduleKeyDeletion even with an IAM policy granting kms:*"
+        in findings
+    )
 
 
 def test_key_policy_rejects_unknown_copy() -> None:
@@ -259,6 +308,8 @@ def test_key_policy_rejects_unknown_copy() -> None:
             ceremony_arn=CEREMONY,
             replication_role_arn=REPLICATION,
             bucket_arn=BUCKET,
+            deployer_arn=DEPLOYER,
+            auditor_arn=AUDITOR,
         )
 
 

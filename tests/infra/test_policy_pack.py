@@ -169,7 +169,8 @@ def admins_can_decrypt(mp: pytest.MonkeyPatch) -> None:
     def key_policy(**kwargs: Any) -> dict[str, Any]:
         doc = original(**kwargs)
         doc["Statement"] = [s for s in doc["Statement"] if s["Effect"] == "Allow"]
-        doc["Statement"][1]["Action"] = [*doc["Statement"][1]["Action"], "kms:Decrypt"]
+        admins = next(s for s in doc["Statement"] if s["Sid"] == "KeyAdministrators")
+        admins["Action"] = [*admins["Action"], "kms:Decrypt"]
         return doc
 
     mp.setattr(documents, "key_policy", key_policy)
@@ -258,7 +259,8 @@ CASES: list[tuple[str, Variant, dict[str, str]]] = [
         "another class's key",
         (another_class_key, None, {}),
         {
-            ENC: r"bucket clefs-appointments-eu-west-3-\w+ \(eu-west-3\): default encryption must be aws:kms",
+            ENC: r"bucket clefs-unit-appointments-eu-west-3-\w+ \(eu-west-3\): "
+            "default encryption must be aws:kms",
         },
     ),
     (

@@ -145,7 +145,9 @@ def test_aliases_in_both_regions_target_the_regional_copy(recording: Recording, 
         for k in (class_key(recording, data_class, t) for t in (EXTERNAL_KEY, REPLICA_KEY))
     }
     aliases = [
-        a for a in recording.of_type("aws:kms/alias:Alias") if a.inputs["name"] == f"alias/clefs/{data_class}"
+        a
+        for a in recording.of_type("aws:kms/alias:Alias")
+        if a.inputs["name"] == f"alias/clefs/unit/{data_class}"
     ]
     assert {a.region: a.inputs["targetKeyId"] for a in aliases} == keys
 
@@ -168,9 +170,13 @@ def test_key_policies_are_built_from_the_real_role_and_bucket_arns(
             ceremony_arn=roles["ceremony"],
             replication_role_arn=storage["replication_role"],
             bucket_arn=storage["bucket_arns"][key.region],
+            deployer_arn=roles["deployer"],
+            auditor_arn=roles["auditor"],
         )
         assert json.loads(key.inputs["policy"]) == expected
-        assert all(ROLE_ARN.match(roles[r]) for r in ("admin", "app", "ceremony"))
+        assert all(ROLE_ARN.match(roles[r]) for r in ("admin", "app", "ceremony", "auditor"))
+        # the deployer is the role of the session running the program, not the session itself
+        assert roles["deployer"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/clefs-deployer"
 
 
 # -- storage ------------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def test_class_bucket_is_protected(
     bucket = class_bucket(recording, data_class, copy)
     key_arn = class_key(recording, data_class, key_token).outputs["arn"]
     assert bucket.region == region
-    assert bucket.outputs["bucket"].startswith(f"clefs-{data_class}-{region}-")
+    assert bucket.outputs["bucket"].startswith(f"clefs-unit-{data_class}-{region}-")
 
     (sse,) = attached(
         recording,
@@ -301,7 +307,17 @@ def test_outputs_contract(recording: Recording) -> None:
     }
     assert (
         set(out)
-        == {"primary_region", "replica_region", "account_id", "classes", "transcript_bucket", "roles"} | flat
+        == {
+            "primary_region",
+            "replica_region",
+            "account_id",
+            "stack",
+            "namespace",
+            "classes",
+            "transcript_bucket",
+            "roles",
+        }
+        | flat
     )
     assert (out["primary_region"], out["replica_region"], out["account_id"]) == (
         PRIMARY,
@@ -310,7 +326,8 @@ def test_outputs_contract(recording: Recording) -> None:
     )
     assert list(out["classes"]) == CLASSES
     roles = recording.component("clefs:infra:Roles", "clefs").component_outputs
-    assert {k: out["roles"][k] for k in ("admin", "app", "ceremony")} == roles
+    assert {k: out["roles"][k] for k in ("admin", "app", "ceremony", "auditor", "deployer")} == roles
+    assert (out["stack"], out["namespace"]) == ("unit", "clefs-unit")
     for dc in DEFAULT_DATA_CLASSES:
         entry = out["classes"][dc.name]
         assert entry["end_to_end"] is dc.end_to_end
@@ -323,12 +340,12 @@ def test_outputs_contract(recording: Recording) -> None:
             assert entry["regions"][region] == {
                 "key_arn": key.outputs["arn"],
                 "key_id": key.outputs["arn"].rsplit("/", 1)[-1],
-                "alias": f"alias/clefs/{dc.name}",
+                "alias": f"alias/clefs/unit/{dc.name}",
                 "bucket": bucket.outputs["bucket"],
                 "bucket_arn": bucket.outputs["arn"],
             }
             assert out[f"{dc.name}/{region}/key_arn"] == key.outputs["arn"]
-            assert out[f"{dc.name}/{region}/alias"] == f"alias/clefs/{dc.name}"
+            assert out[f"{dc.name}/{region}/alias"] == f"alias/clefs/unit/{dc.name}"
             assert out[f"{dc.name}/{region}/bucket"] == bucket.outputs["bucket"]
 
 
@@ -410,13 +427,13 @@ def test_under_pulumi_runtime_test_outputs_resolve_to_real_looking_values() -> N
 
     @pulumi.runtime.test
     def check() -> pulumi.Output[None]:
-        outputs = build(settings_from_mapping({}))
+        outputs = build(settings_from_mapping({}, stack="unit"))
         health = outputs["classes"]["health-documents"]["regions"][PRIMARY]
 
         def verify(values: list[str]) -> None:
             key_arn, bucket = values
             assert MRK_ARN.match(key_arn), key_arn
-            assert bucket.startswith("clefs-health-documents-eu-west-3-")
+            assert bucket.startswith("clefs-unit-health-documents-eu-west-3-")
 
         return pulumi.Output.all(health["key_arn"], health["bucket"]).apply(verify)
 

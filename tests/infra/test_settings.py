@@ -61,7 +61,8 @@ def test_full_config_is_parsed() -> None:
         ({"clefs:regions": ["eu-west-3"]}, "clefs:regions: unknown config key"),
         (
             {"primaryRegion": "eu-southwestnorth-12", "dataClasses": [{"name": "a" * 32}]},
-            "makes bucket names in eu-southwestnorth-12 67 characters long (S3 maximum 63)",
+            "makes bucket names in eu-southwestnorth-12 71 characters long with namespace 'clefs-dev' "
+            "(S3 maximum 63)",
         ),
     ],
 )
@@ -73,5 +74,33 @@ def test_invalid_settings_give_one_precise_line(config: dict[str, object], messa
 
 
 def test_longest_class_name_fits_with_the_longest_real_region_names() -> None:
-    s = settings_from_mapping({"primaryRegion": "ap-southeast-5", "dataClasses": [{"name": "a" * 32}]})
+    """Names carry `<prefix>-<stack>` (issue 9): the longest class fits a short namespace, and
+    a too-long combination is refused naming what to shorten."""
+    config = {"primaryRegion": "ap-southeast-5", "dataClasses": [{"name": "a" * 32}], "namePrefix": "c"}
+    s = settings_from_mapping(config, stack="p")
     assert s.data_classes[0].name == "a" * 32
+    with pytest.raises(ConfigError, match="shorten the class, clefs:namePrefix or the stack name"):
+        settings_from_mapping({**config, "namePrefix": "clefs"}, stack="production")
+
+
+@pytest.mark.parametrize(
+    ("config", "stack", "message"),
+    [
+        ({"namePrefix": "Clefs"}, "dev", "clefs:namePrefix: 'Clefs' must be 1-16"),
+        ({"deployerArn": "arn:aws:sts::123456789012:assumed-role/x/y"}, "dev", "an STS session ARN changes"),
+        ({}, "Prod_1", "stack name 'Prod_1'"),
+    ],
+)
+def test_names_and_the_deployer_are_checked(config: dict[str, object], stack: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings_from_mapping(config, stack=stack)
+
+
+def test_the_deployer_is_the_role_of_the_session_running_pulumi() -> None:
+    from infra.settings import deployer_from_caller
+
+    assert (
+        deployer_from_caller("arn:aws:sts::123456789012:assumed-role/clefs-deployer/alice")
+        == "arn:aws:iam::123456789012:role/clefs-deployer"
+    )
+    assert deployer_from_caller("arn:aws:iam::123456789012:user/ci") == "arn:aws:iam::123456789012:user/ci"
