@@ -7,6 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.alarms import KeyAlarms
 from infra.data_classes import ENCRYPTION_CONTEXT_KEY, DataClass
 from infra.keys import ClassKey
 from infra.providers import RegionalProviders
@@ -84,6 +85,7 @@ def build(settings: StackSettings | None = None) -> dict[str, Any]:
         dc.name: DataClassStack(dc, settings, providers, roles, account_id) for dc in settings.data_classes
     }
     transcripts = TranscriptBucket(f"{settings.namespace}-transcripts", settings, providers.primary)
+    alarms = KeyAlarms(settings, providers, account_id)
 
     outputs: dict[str, Any] = {
         "primary_region": settings.primary_region,
@@ -93,6 +95,7 @@ def build(settings: StackSettings | None = None) -> dict[str, Any]:
         "namespace": settings.namespace,
         "classes": {name: cls.summary for name, cls in classes.items()},
         "transcript_bucket": transcripts.bucket.bucket,
+        "alarm_topics": {region: topic.arn for region, topic in alarms.topics.items()},
         "roles": {
             "admin": roles.admin.arn,
             "app": roles.app.arn,

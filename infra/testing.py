@@ -24,7 +24,7 @@ MOCK_ACCOUNT_ID = "000000000000"
 CALLER_IDENTITY_INVOKE = "aws:index/getCallerIdentity:getCallerIdentity"
 PROVIDER_TYPE = "pulumi:providers:aws"
 STACK_TYPE = "pulumi:pulumi:Stack"
-_REGIONAL_PREFIXES = ("aws:kms/", "aws:s3/")
+_REGIONAL_PREFIXES = ("aws:kms/", "aws:s3/", "aws:sns/", "aws:cloudwatch/")
 # Per-bucket sub-resources whose Terraform id is the bucket name.
 _BUCKET_ID_TYPES = frozenset(
     {
@@ -240,6 +240,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return f"{inputs.get('role')}:{policy}", state
         if typ in _BUCKET_ID_TYPES:
             return str(inputs.get("bucket")), state
+        if typ == "aws:sns/topic:Topic":
+            topic = str(inputs.get("name") or f"{name}-{h[:7]}")
+            arn = f"arn:aws:sns:{region}:{acct}:{topic}"
+            state.update(name=topic, arn=arn, tagsAll=inputs.get("tags", {}))
+            return arn, state
+        if typ == "aws:cloudwatch/eventRule:EventRule":
+            rule = str(inputs.get("name") or f"{name}-{h[:7]}")
+            state.update(name=rule, arn=f"arn:aws:events:{region}:{acct}:rule/{rule}")
+            return rule, state
+        if typ == "aws:cloudwatch/eventTarget:EventTarget":
+            return f"{inputs.get('rule')}-{inputs.get('targetId')}", state
+        if typ == "aws:sns/topicPolicy:TopicPolicy":
+            return str(inputs.get("arn")), state
         return f"{name}-{h[:7]}", state
 
 

@@ -87,3 +87,30 @@ def test_the_auditor_role_reads_and_cannot_decrypt() -> None:
         for a in actions
         if a.startswith("kms:") and not a.startswith(("kms:Describe", "kms:Get", "kms:List"))
     }
+
+
+def test_alarms_watch_policy_changes_material_deletion_and_expiry_in_both_regions() -> None:
+    import json
+
+    from infra.alarms import EXPIRATION_DETAIL_TYPE, KMS_API_EVENTS
+
+    recording = run_program()
+    topics = recording.of_type("aws:sns/topic:Topic")
+    rules = recording.of_type("aws:cloudwatch/eventRule:EventRule")
+    targets = recording.of_type("aws:cloudwatch/eventTarget:EventTarget")
+    assert {t.region for t in topics} == {"eu-west-3", "eu-central-1"}
+    assert len(rules) == len(targets) == 4
+    patterns = [json.loads(r.inputs["eventPattern"]) for r in rules]
+    api = [p for p in patterns if p.get("detail-type") == ["AWS API Call via CloudTrail"]]
+    assert len(api) == 2 and all(set(p["detail"]["eventName"]) == set(KMS_API_EVENTS) for p in api)
+    assert {"PutKeyPolicy", "DeleteImportedKeyMaterial", "ScheduleKeyDeletion", "DisableKey"} <= set(
+        KMS_API_EVENTS
+    )
+    assert sum(p.get("detail-type") == [EXPIRATION_DETAIL_TYPE] for p in patterns) == 2
+    topic_arns = {t.outputs["arn"] for t in topics}
+    assert {t.inputs["arn"] for t in targets} == topic_arns
+    for policy in recording.of_type("aws:sns/topicPolicy:TopicPolicy"):
+        statement = json.loads(policy.inputs["policy"])["Statement"][0]
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "000000000000"
+    assert set(recording.outputs["alarm_topics"].values()) == topic_arns

@@ -46,6 +46,7 @@ COMPONENTS = {
     "clefs:infra:ClassKey": 3,
     "clefs:infra:ClassProtection": 3,
     "clefs:infra:TranscriptBucket": 1,
+    "clefs:infra:KeyAlarms": 1,
 }
 
 
@@ -315,6 +316,7 @@ def test_outputs_contract(recording: Recording) -> None:
             "namespace",
             "classes",
             "transcript_bucket",
+            "alarm_topics",
             "roles",
         }
         | flat
