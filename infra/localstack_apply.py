@@ -158,6 +158,10 @@ class LocalStackMocks(RecordingMocks):
             "aws:s3/bucketPolicy:BucketPolicy",
             "aws:s3/bucketReplicationConfig:BucketReplicationConfig",
             "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
+            "aws:sns/topic:Topic",
+            "aws:sns/topicPolicy:TopicPolicy",
+            "aws:cloudwatch/eventRule:EventRule",
+            "aws:cloudwatch/eventTarget:EventTarget",
         }
     )
 
@@ -185,7 +189,14 @@ class LocalStackMocks(RecordingMocks):
         self._warmed: set[tuple[str, str]] = set()
         self._fresh: set[str] = set()  # buckets and roles created by this run (not found existing)
 
-    _WARM_UP: ClassVar[dict[str, str]] = {"iam": "list_roles", "kms": "list_keys", "s3": "list_buckets"}
+    _WARM_UP: ClassVar[dict[str, str]] = {
+        "iam": "list_roles",
+        "kms": "list_keys",
+        "s3": "list_buckets",
+        "sns": "list_topics",
+        "events": "list_rules",
+    }
+    _SERVICES = ("iam", "kms", "s3", "sns", "events")
 
     def warm(self, service: str, region: str) -> Any:
         """The client, after one harmless call made alone: LocalStack builds an account's service
@@ -260,7 +271,7 @@ class LocalStackMocks(RecordingMocks):
 
     def _exists(self, typ: str, record: Mapping[str, Any], region: str) -> bool:
         rid = str(record["id"])
-        for service in ("iam", "kms", "s3"):
+        for service in self._SERVICES:
             self.warm(service, region)
         try:
             if typ in ("aws:kms/externalKey:ExternalKey", "aws:kms/replicaExternalKey:ReplicaExternalKey"):
@@ -279,6 +290,19 @@ class LocalStackMocks(RecordingMocks):
                     return False  # its role was just recreated: so is it
                 self.client_for("iam", region).get_role_policy(RoleName=role, PolicyName=policy)
                 return True
+            if typ == "aws:sns/topic:Topic":
+                self.client_for("sns", region).get_topic_attributes(TopicArn=rid)
+                return True
+            if typ == "aws:sns/topicPolicy:TopicPolicy":
+                self.client_for("sns", region).get_topic_attributes(TopicArn=rid)
+                return rid not in self._fresh
+            if typ == "aws:cloudwatch/eventRule:EventRule":
+                self.client_for("events", region).describe_rule(Name=rid)
+                return True
+            if typ == "aws:cloudwatch/eventTarget:EventTarget":
+                rule = str((record.get("outputs") or {}).get("rule") or rid.rsplit("-", 1)[0])
+                targets = self.client_for("events", region).list_targets_by_rule(Rule=rule)["Targets"]
+                return rule not in self._fresh and bool(targets)
             if typ != "aws:s3/bucket:Bucket" and rid in self._fresh:
                 return False  # a per-bucket resource of a bucket this run recreated
             # the bucket and every per-bucket resource (whose id is the bucket name)
@@ -320,6 +344,18 @@ class LocalStackMocks(RecordingMocks):
                 RoleName=role, PolicyName=policy, PolicyDocument=_policy(inputs["policy"])
             )
             return {}
+        if typ == "aws:sns/topic:Topic":
+            return {"arn": rid}
+        if typ in ("aws:sns/topicPolicy:TopicPolicy", "aws:cloudwatch/eventTarget:EventTarget"):
+            return self._create_alarm(typ, rid, region, inputs)[1]
+        if typ == "aws:cloudwatch/eventRule:EventRule":  # an existing rule: re-put, not a new one
+            arn = self.client_for("events", region).put_rule(
+                Name=rid,
+                EventPattern=str(inputs["eventPattern"]),
+                Description=str(inputs.get("description", "")),
+                State="ENABLED",
+            )["RuleArn"]
+            return {"name": rid, "arn": arn}
         # per-bucket configurations: the create call is an idempotent put on the bucket
         return self._create(typ, rid, region, inputs)[1]
 
@@ -341,7 +377,7 @@ class LocalStackMocks(RecordingMocks):
         )
 
     def _create(self, typ: str, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        for service in ("iam", "kms", "s3"):
+        for service in self._SERVICES:
             self.warm(service, region)
         kms = lambda: self.client_for("kms", region)  # noqa: E731
         s3 = lambda: self.client_for("s3", region)  # noqa: E731
@@ -469,6 +505,47 @@ class LocalStackMocks(RecordingMocks):
                 config["Rule"] = to_s3_shape(inputs["rule"])
             s3().put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=config)
             return bucket, {}
+        return self._create_alarm(typ, name, region, inputs)
+
+    def _create_alarm(
+        self, typ: str, name: str, region: str, inputs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """SNS topics and EventBridge rules (infra/alarms.py); each put is idempotent."""
+        if typ == "aws:sns/topic:Topic":
+            topic = str(inputs.get("name") or f"{name}-{self.suffix}")[:256]
+            arn = self.client_for("sns", region).create_topic(
+                Name=topic, Tags=_tags(inputs.get("tags"), kms=False)
+            )["TopicArn"]
+            with self._created_lock:
+                self._fresh.add(arn)
+            return arn, {"name": topic, "arn": arn}
+        if typ == "aws:sns/topicPolicy:TopicPolicy":
+            arn = str(inputs["arn"])
+            self.client_for("sns", region).set_topic_attributes(
+                TopicArn=arn, AttributeName="Policy", AttributeValue=_policy(inputs["policy"])
+            )
+            return arn, {}
+        if typ == "aws:cloudwatch/eventRule:EventRule":
+            rule = str(inputs.get("name") or f"{name}-{self.suffix}")[:64]
+            arn = self.client_for("events", region).put_rule(
+                Name=rule,
+                EventPattern=str(inputs["eventPattern"]),
+                Description=str(inputs.get("description", "")),
+                State="ENABLED",
+            )["RuleArn"]
+            with self._created_lock:
+                self._fresh.add(rule)
+            return rule, {"name": rule, "arn": arn}
+        if typ == "aws:cloudwatch/eventTarget:EventTarget":
+            rule, target = str(inputs["rule"]), str(inputs.get("targetId") or name)
+            answer = self.client_for("events", region).put_targets(
+                Rule=rule, Targets=[{"Id": target, "Arn": str(inputs["arn"])}]
+            )
+            if answer.get("FailedEntryCount"):
+                raise HarnessError(
+                    f"EventBridge refused target {target} of rule {rule}: {answer['FailedEntries']}"
+                )
+            return f"{rule}-{target}", {"rule": rule, "targetId": target}
         raise HarnessError(f"the LocalStack harness does not support resource type {typ}")
 
 
@@ -488,6 +565,7 @@ def apply(
     config: Mapping[str, Any] | None = None,
     program: Callable[[], Mapping[str, Any]] | None = None,
     state_path: Path | None = None,
+    stack: str = "localstack",
 ) -> tuple[Recording, LocalStackMocks]:
     """Run the program against LocalStack; returns the recording (real ids) and the mocks.
 
@@ -501,7 +579,7 @@ def apply(
     suffix = suffix or str(state.get("suffix") or "") or secrets.token_hex(3)
     mocks = LocalStackMocks(endpoint, client_for, suffix, state)
     settings = dict(config) if config is not None else stack_config(endpoint)
-    recording = run_program(settings, program=program, stack="localstack", pause_gc=False, mocks=mocks)
+    recording = run_program(settings, program=program, stack=stack, pause_gc=False, mocks=mocks)
     if state_path is not None:
         save_state(
             state_path,

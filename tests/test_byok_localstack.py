@@ -434,19 +434,19 @@ def test_an_alias_or_bucket_of_someone_else_fails_the_apply(localstack, tmp_path
     client_for, _account = fresh_account(localstack, tmp_path)
     kms = client_for("kms", "eu-west-3")
     foreign = kms.create_key(Description="not this stack's")["KeyMetadata"]["Arn"]
-    kms.create_alias(AliasName="alias/clefs/appointments", TargetKeyId=foreign)
-    with pytest.raises(HarnessError, match=r"alias alias/clefs/appointments already exists in eu-west-3 and "
+    kms.create_alias(AliasName="alias/clefs/localstack/appointments", TargetKeyId=foreign)
+    with pytest.raises(HarnessError, match=r"alias alias/clefs/localstack/appointments already exists in eu-west-3 and "
                        r"does not belong to this stack: `pulumi up` would fail"):
         apply(localstack.endpoint, client_for, state_path=tmp_path / "a.json")
     aliases = kms.list_aliases()["Aliases"]
-    assert [a["TargetKeyId"] for a in aliases if a["AliasName"] == "alias/clefs/appointments"] == [
+    assert [a["TargetKeyId"] for a in aliases if a["AliasName"] == "alias/clefs/localstack/appointments"] == [
         foreign.rsplit("/", 1)[-1]
     ], "the alias is not re-pointed"
     assert not (tmp_path / "a.json").exists(), "no state for a failed apply"
 
     other, _ = fresh_account(localstack, tmp_path / "b")
     suffix = secrets.token_hex(3)
-    taken = f"clefs-administrative-eu-central-1-{suffix}"
+    taken = f"clefs-localstack-administrative-eu-central-1-{suffix}"
     other("s3", "eu-central-1").create_bucket(
         Bucket=taken, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
     )
@@ -632,3 +632,28 @@ def test_a_missing_replica_object_is_a_named_gap(stocked, clients) -> None:
     finally:
         path.replicate("appointments")
     assert pyrage  # imported for symmetry with the stocked fixture
+
+
+def test_two_stacks_apply_side_by_side_in_one_account_and_region(localstack, tmp_path) -> None:
+    """Issue 9: names carry the stack; a second stack in one account and region collides with nothing."""
+    client_for, _account = fresh_account(localstack, tmp_path)
+    alpha, made_alpha = apply(localstack.endpoint, client_for, state_path=tmp_path / "a.json", stack="alpha")
+    beta, made_beta = apply(localstack.endpoint, client_for, state_path=tmp_path / "b.json", stack="beta")
+    assert len(made_alpha.created) == len(made_beta.created) > 0
+    kms = client_for("kms", "eu-west-3")
+    aliases = {a["AliasName"] for a in kms.list_aliases()["Aliases"]}
+    for data_class in alpha.outputs["classes"]:
+        assert {f"alias/clefs/alpha/{data_class}", f"alias/clefs/beta/{data_class}"} <= aliases
+    assert alpha.outputs["namespace"] == "clefs-alpha" and beta.outputs["namespace"] == "clefs-beta"
+    # the key alarms exist for real in both regions, for each stack
+    for region in ("eu-west-3", "eu-central-1"):
+        topics = {t["TopicArn"] for t in client_for("sns", region).list_topics()["Topics"]}
+        for stack in (alpha, beta):
+            assert stack.outputs["alarm_topics"][region] in topics
+        rules = client_for("events", region).list_rules()["Rules"]
+        assert sum("kms-api" in r["Name"] for r in rules) == 2
+        assert sum("material-expiry" in r["Name"] for r in rules) == 2
+        own = ([alpha.outputs["alarm_topics"][region]], [beta.outputs["alarm_topics"][region]])
+        for rule in rules:
+            targets = client_for("events", region).list_targets_by_rule(Rule=rule["Name"])["Targets"]
+            assert [t["Arn"] for t in targets] in own
