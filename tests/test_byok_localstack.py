@@ -435,8 +435,11 @@ def test_an_alias_or_bucket_of_someone_else_fails_the_apply(localstack, tmp_path
     kms = client_for("kms", "eu-west-3")
     foreign = kms.create_key(Description="not this stack's")["KeyMetadata"]["Arn"]
     kms.create_alias(AliasName="alias/clefs/localstack/appointments", TargetKeyId=foreign)
-    with pytest.raises(HarnessError, match=r"alias alias/clefs/localstack/appointments already exists in eu-west-3 and "
-                       r"does not belong to this stack: `pulumi up` would fail"):
+    with pytest.raises(
+        HarnessError,
+        match=r"alias alias/clefs/localstack/appointments already exists in eu-west-3 and "
+        r"does not belong to this stack: `pulumi up` would fail",
+    ):
         apply(localstack.endpoint, client_for, state_path=tmp_path / "a.json")
     aliases = kms.list_aliases()["Aliases"]
     assert [a["TargetKeyId"] for a in aliases if a["AliasName"] == "alias/clefs/localstack/appointments"] == [
