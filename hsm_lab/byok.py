@@ -26,6 +26,7 @@ transcript (byok.json is only a copy of it for people and tools).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -97,6 +98,11 @@ class ImportParameters:
     def region(self) -> str:
         return arn_region(self.key_arn)
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the wrapping public key as KMS sent it (DER SubjectPublicKeyInfo)."""
+        return hashlib.sha256(self.public_key).hexdigest()
+
 
 @dataclass(frozen=True)
 class ImportRecord:
@@ -136,6 +142,8 @@ class Byok:
         user_pin: str,
         so_pin: str,
         kms_for: Callable[[str], Any],
+        app_kms_for: Callable[[str], Any] | None = None,
+        auditor_kms_for: Callable[[str], Any] | None = None,
         primary_region: str = "eu-west-3",
         actor: str = "operator",
         master_label: str = MASTER_LABEL,
@@ -145,11 +153,16 @@ class Byok:
         self.token = token
         self._user_pin = user_pin
         self._so_pin = so_pin
+        # One client per role (docs/aws.md): the ceremony imports, the app proves by using the
+        # key, the auditor reads its state. On LocalStack one identity plays all three.
         self.kms_for = kms_for
+        self.app_kms_for = app_kms_for or kms_for
+        self.auditor_kms_for = auditor_kms_for or kms_for
         self.actor = actor
         self.master_label = master_label
         self.primary_region = primary_region
         self.warnings: list[str] = []
+        self.wrapping_keys: list[tuple[str, str]] = []  # (key ARN, wrapping key SHA-256), printed by the CLI
 
     def role_of(self, key_arn: str) -> str:
         """Primary or replica, from the stack's primary region (no AWS call)."""
@@ -265,15 +278,18 @@ class Byok:
             import_token=answer["ImportToken"],
             valid_to=answer["ParametersValidTo"].strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
+        check_wrapping_key(params)  # before it is recorded, before the HSM wraps anything
         self._log(
             "byok.get-parameters",
             {
                 "key_arn": key_arn,
                 "wrapping_algorithm": wrapping_algorithm,
                 "wrapping_key_spec": wrapping_key_spec,
+                "wrapping_key_sha256": params.fingerprint,
                 "parameters_valid_to": params.valid_to,
             },
         )
+        self.wrapping_keys.append((key_arn, params.fingerprint))
         return params
 
     def wrap(self, params: ImportParameters, data_class: str, version: int) -> tuple[bytes, str]:
@@ -402,12 +418,12 @@ class Byok:
             )
         return records
 
-    def prove(self, data_class: str, encrypt_arn: str, decrypt_arn: str) -> bool:
+    def prove(self, data_class: str, encrypt_arn: str, decrypt_arn: str, probe: bytes | None = None) -> bool:
         """Encrypt under one region's key, decrypt under the other's: same material."""
         context = {"data_class": data_class}
-        probe = secrets.token_bytes(32)
-        source = self.kms_for(arn_region(encrypt_arn))
-        target = self.kms_for(arn_region(decrypt_arn))
+        probe = probe or secrets.token_bytes(32)
+        source = self.app_kms_for(arn_region(encrypt_arn))
+        target = self.app_kms_for(arn_region(decrypt_arn))
         blob = _aws(
             "Encrypt",
             encrypt_arn,
@@ -442,23 +458,24 @@ class Byok:
 
     def revoke(self, key_arn: str, data_class: str) -> str:
         """Revocation drill: delete the imported material, then show decrypt is refused."""
-        kms = self.kms_for(arn_region(key_arn))
+        region = arn_region(key_arn)
+        kms, app, auditor = self.kms_for(region), self.app_kms_for(region), self.auditor_kms_for(region)
         context = {"data_class": data_class}
         blob = _aws(
             "Encrypt",
             key_arn,
-            lambda: kms.encrypt(
+            lambda: app.encrypt(
                 KeyId=key_arn,
                 Plaintext=b"revocation drill",
                 EncryptionContext=context,
             ),
         )["CiphertextBlob"]
         _aws("DeleteImportedKeyMaterial", key_arn, lambda: kms.delete_imported_key_material(KeyId=key_arn))
-        state = _aws("DescribeKey", key_arn, lambda: kms.describe_key(KeyId=key_arn))["KeyMetadata"][
+        state = _aws("DescribeKey", key_arn, lambda: auditor.describe_key(KeyId=key_arn))["KeyMetadata"][
             "KeyState"
         ]
         try:
-            kms.decrypt(KeyId=key_arn, CiphertextBlob=blob, EncryptionContext=context)
+            app.decrypt(KeyId=key_arn, CiphertextBlob=blob, EncryptionContext=context)
         except ClientError as exc:
             refusal = exc.response.get("Error", {}).get("Code", "refused")
         else:

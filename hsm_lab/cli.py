@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -579,7 +579,37 @@ EndpointOpt = Annotated[
     str | None,
     typer.Option("--endpoint", help="LocalStack endpoint [default: localstack-client conventions]."),
 ]
-RealAwsOpt = Annotated[bool, typer.Option("--real-aws", help="Talk to real AWS (default credentials chain).")]
+RealAwsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--aws",
+        help="Real AWS instead of LocalStack: one profile per role, botocore's endpoints, TLS verified; "
+        "any endpoint override is refused (docs/aws.md).",
+    ),
+]
+
+
+def _profile_option(role: str, does: str) -> Any:
+    from hsm_lab.aws_access import profile_env
+
+    return typer.Option(
+        f"--{role}-profile",
+        envvar=profile_env(role),
+        help=f"AWS profile of the {role} role ({does}); with --aws.",
+    )
+
+
+TrustCaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-ca-bundle",
+        envvar="CLEFS_TRUST_CA_BUNDLE",
+        help="With --aws, trust AWS_CA_BUNDLE (a proxy of yours); refused otherwise, and shown when used.",
+    ),
+]
+CeremonyProfileOpt = Annotated[str | None, _profile_option("ceremony", "imports key material")]
+AppProfileOpt = Annotated[str | None, _profile_option("app", "uses the keys and buckets")]
+AuditorProfileOpt = Annotated[str | None, _profile_option("auditor", "reads keys and configuration")]
 
 
 Clients = Callable[[str, str], object]
@@ -588,22 +618,39 @@ Clients = Callable[[str, str], object]
 _LOADED_STACK: dict = {}  # what `_outputs` loaded last: `_aws` takes the stack's account from it
 
 
+_ROLE_CLIENTS: dict[str, Clients] = {}  # real AWS: the client factory of each role, set by `_aws`
+
+
 def _aws(
-    endpoint: str | None, real_aws: bool, lab_root: Path, account_id: str | None = None
+    endpoint: str | None,
+    real_aws: bool,
+    lab_root: Path,
+    account_id: str | None = None,
+    profiles: dict[str, str | None] | None = None,
+    trust_ca_bundle: bool = False,
 ) -> tuple[str, str, Clients]:
     """(url, description, clients): real AWS, or HTTPS to LocalStack pinned to the lab's CA.
 
-    On LocalStack the account is the stack's (its outputs), else this lab's own
-    (docs/localstack.md: each lab is its own account).
+    Real AWS: one session per role (hsm_lab.aws_access), every endpoint override refused; the
+    returned clients are the auditor's (reads), the others are in `_ROLE_CLIENTS`. On
+    LocalStack one identity plays every role; the account is the stack's (its outputs), else
+    this lab's own (docs/localstack.md: each lab is its own account).
     """
     from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients, require_stack
+    from hsm_lab.deployment import lab_account, localstack_clients, require_stack
 
+    _ROLE_CLIENTS.clear()
     if real_aws:
-        clients = aws_clients()
+        from hsm_lab.aws_access import ROLES
+        from hsm_lab.aws_access import real_aws as real
+
+        if endpoint:
+            raise errors.InputError("--endpoint is for LocalStack; with --aws the endpoint is botocore's own")
+        access = real(profiles, trust_ca_bundle=trust_ca_bundle)
+        _ROLE_CLIENTS.update({role: access.clients(role) for role in ROLES})
         if _LOADED_STACK:
-            require_stack(_LOADED_STACK, clients, localstack=False)
-        return "aws", "AWS over HTTPS (system trust store)", clients
+            require_stack(_LOADED_STACK, _ROLE_CLIENTS["auditor"], localstack=False)
+        return "aws", access.describe(), _ROLE_CLIENTS["auditor"]
     ca = None
     if endpoint:
         url = localstack.check_endpoint(endpoint)
@@ -621,9 +668,22 @@ def _aws(
     elif account_id is None:
         account_id = lab_account(lab_root)
     clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
+    _ROLE_CLIENTS.update({"ceremony": clients, "app": clients, "auditor": clients})
     if _LOADED_STACK:  # a command that reads the stack: say so when LocalStack lost it
         require_stack(_LOADED_STACK, clients, localstack=True)
     return pin.url, f"{pin.url}, {pin.describe()}", clients
+
+
+def _expiry(days: int | None, no_expiry: bool) -> int | None:
+    """--expires-in-days 1-365 (AWS's limit for imported material) or --no-expiry, nothing else."""
+    if days is not None and no_expiry:
+        raise errors.InputError("--expires-in-days and --no-expiry contradict each other: choose one")
+    if days is not None and not 1 <= days <= 365:
+        raise errors.InputError(
+            f"--expires-in-days {days} is outside 1-365 (AWS's limit for imported material); "
+            "use --no-expiry for material that never expires"
+        )
+    return days
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
@@ -636,20 +696,34 @@ def _outputs(where: Lab, outputs: Path | None) -> dict:
 
 
 def _byok(
-    where: Lab, hsm: HSM, outputs: Path | None, endpoint: str | None, real_aws: bool, token: str, *, so: bool
+    where: Lab,
+    hsm: HSM,
+    outputs: Path | None,
+    endpoint: str | None,
+    real_aws: bool,
+    token: str,
+    *,
+    so: bool,
+    profiles: dict[str, str | None] | None = None,
+    trust_ca_bundle: bool = False,
 ) -> tuple[Byok, dict, str]:
-    """The Byok driver for this lab's token against the deployed stack's KMS keys."""
+    """The Byok driver for this lab's token: the ceremony imports, the app proves, the auditor reads."""
     from hsm_lab.byok import Byok
 
     stack = _outputs(where, outputs)
-    _url, target, client_for = _aws(endpoint, real_aws, where.root)
+    _url, target, _auditor = _aws(
+        endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle
+    )
+    roles = dict(_ROLE_CLIENTS)
     byok = Byok(
         hsm,
         where,
         token=token,
         user_pin=user_pin(),
         so_pin=so_pin() if so else "",
-        kms_for=lambda region: client_for("kms", region),
+        kms_for=lambda region: roles["ceremony"]("kms", region),
+        app_kms_for=lambda region: roles["app"]("kms", region),
+        auditor_kms_for=lambda region: roles["auditor"]("kms", region),
         primary_region=str(stack.get("primary_region", "eu-west-3")),
         actor=actor(),
     )
@@ -664,11 +738,19 @@ def byok_import(
         str, typer.Option("--wrapping", help="RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256 (composed).")
     ] = "RSAES_OAEP_SHA_1",
     expires_in_days: Annotated[
-        int | None, typer.Option("--expires-in-days", help="Imported material expires after N days.")
+        int | None,
+        typer.Option("--expires-in-days", help="Material expires after N days (1-365, AWS's limit)."),
     ] = None,
+    no_expiry: Annotated[
+        bool, typer.Option("--no-expiry", help="Imported material never expires (say it explicitly).")
+    ] = False,
     outputs: OutputsOpt = None,
     endpoint: EndpointOpt = None,
     real_aws: RealAwsOpt = False,
+    ceremony_profile: CeremonyProfileOpt = None,
+    app_profile: AppProfileOpt = None,
+    auditor_profile: AuditorProfileOpt = None,
+    trust_ca_bundle: TrustCaOpt = False,
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
@@ -678,13 +760,27 @@ def byok_import(
 
     from hsm_lab.deployment import class_key_arns
 
+    expiry = _expiry(expires_in_days, no_expiry)  # checked before any AWS call or PIN prompt
     where, hsm = _open(lab, module)
-    byok, stack, target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=True)
+    profiles = {"ceremony": ceremony_profile, "app": app_profile, "auditor": auditor_profile}
+    byok, stack, target = _byok(
+        where,
+        hsm,
+        outputs,
+        endpoint,
+        real_aws,
+        token,
+        so=True,
+        profiles=profiles,
+        trust_ca_bundle=trust_ca_bundle,
+    )
     arns = class_key_arns(stack, data_class)
-    expiry = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expiry = datetime.now(UTC) + timedelta(days=expiry) if expiry else None
     imports = byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry)
     for line in byok.warnings:
         _warn(line)
+    for key_arn, fingerprint in byok.wrapping_keys:
+        out.print(f"wrapping key from {key_arn}: SHA-256 {fingerprint} (recorded before the HSM wrapped)")
     for imported in imports:
         out.print(
             f"{escape(imported.data_class)} v{imported.version} (KCV {imported.kcv}) -> {imported.key_arn} "
@@ -702,6 +798,10 @@ def byok_revoke(
     outputs: OutputsOpt = None,
     endpoint: EndpointOpt = None,
     real_aws: RealAwsOpt = False,
+    ceremony_profile: CeremonyProfileOpt = None,
+    app_profile: AppProfileOpt = None,
+    auditor_profile: AuditorProfileOpt = None,
+    trust_ca_bundle: TrustCaOpt = False,
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
@@ -710,7 +810,18 @@ def byok_revoke(
     from hsm_lab.deployment import class_key_arns
 
     where, hsm = _open(lab, module)
-    byok, stack, _target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=False)
+    profiles = {"ceremony": ceremony_profile, "app": app_profile, "auditor": auditor_profile}
+    byok, stack, _target = _byok(
+        where,
+        hsm,
+        outputs,
+        endpoint,
+        real_aws,
+        token,
+        so=False,
+        profiles=profiles,
+        trust_ca_bundle=trust_ca_bundle,
+    )
     arns = [a for a in class_key_arns(stack, data_class) if a.split(":")[3] == region]
     if not arns:
         raise errors.InputError(f"class {data_class} has no key in region {region}")
@@ -727,6 +838,8 @@ def verify(
     outputs: OutputsOpt = None,
     endpoint: EndpointOpt = None,
     real_aws: RealAwsOpt = False,
+    auditor_profile: AuditorProfileOpt = None,
+    trust_ca_bundle: TrustCaOpt = False,
     lab: LabOpt = None,
 ) -> None:
     """Compliance proved from live state, per data class and region; non-zero exit on any gap."""
@@ -735,7 +848,10 @@ def verify(
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
-    _url, target, client_for = _aws(endpoint, real_aws, where.root)  # checks the stack still exists
+    # the auditor's clients (read-only); checks the stack still exists
+    _url, target, client_for = _aws(
+        endpoint, real_aws, where.root, profiles={"auditor": auditor_profile}, trust_ca_bundle=trust_ca_bundle
+    )
     report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
     if as_json:
         out.print_json(report.to_json())

@@ -34,7 +34,7 @@ from rich.markup import escape
 
 from hsm_lab import deployment, envelope
 from hsm_lab.custodians import load_identities
-from hsm_lab.deployment import ClientFactory, aws_clients, localstack_clients
+from hsm_lab.deployment import ClientFactory, localstack_clients
 from hsm_lab.envelope import (
     E2E_AGE,
     FORMAT,
@@ -180,7 +180,7 @@ class DataPath:
     """Put and get records per data class (library API).
 
     ``clients(service, region)`` must return HTTPS clients (checked); use
-    :func:`localstack_clients` for the lab or :func:`aws_clients` for AWS.
+    :func:`localstack_clients` for the lab, or a role's clients from :mod:`hsm_lab.aws_access`.
     """
 
     def __init__(
@@ -191,6 +191,7 @@ class DataPath:
         primary_region: str | None = None,
         limits: CacheLimits | None = None,
         crypter: EnvelopeCrypter | None = None,
+        reader: ClientFactory | None = None,
     ) -> None:
         self.classes = {
             name: spec if isinstance(spec, ClassTarget) else parse_classes({name: spec})[name]
@@ -199,6 +200,9 @@ class DataPath:
         if not self.classes:
             raise InputError("the deployment describes no data class")
         self._factory = clients
+        # DescribeKey is the auditor's on AWS (the key policies deny it to the app role, docs/aws.md);
+        # on LocalStack one identity plays both.
+        self._reader = reader or clients
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         first = next(iter(self.classes.values()))
@@ -276,7 +280,7 @@ class DataPath:
         if cached is not None and now - cached[0] < self.key_state_ttl:
             return cached[1], cached[2]
         try:
-            meta = self._client("kms", region).describe_key(KeyId=key_arn)["KeyMetadata"]
+            meta = self._reader("kms", region).describe_key(KeyId=key_arn)["KeyMetadata"]
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "error"))
             raise KeyNotReady(
@@ -573,10 +577,14 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
     path = str(outputs or lab_dir / OUTPUTS_NAME)
     classes = parse_classes(document["classes"], path)
     primary = document.get("primary_region") if isinstance(document.get("primary_region"), str) else None
-    if aws:
-        clients = aws_clients()
-        deployment.require_stack(document, clients, localstack=False)
-        return DataPath(clients, classes, primary_region=primary), "AWS over HTTPS (system trust store)"
+    if aws:  # the app role writes and reads; the auditor describes (CLEFS_APP_PROFILE, CLEFS_AUDITOR_PROFILE)
+        from hsm_lab.aws_access import real_aws
+
+        access = real_aws()
+        auditor = access.clients("auditor")
+        deployment.require_stack(document, auditor, localstack=False)
+        path_ = DataPath(access.clients("app"), classes, primary_region=primary, reader=auditor)
+        return path_, access.describe()
     instance = ls.connect(lab_dir=lab_dir)
     account = str(document.get("account_id") or "")  # the stack's LocalStack account
     factory, pin = localstack_clients(

@@ -25,7 +25,7 @@ from hsm_lab.fs import atomic_write_text
 
 OUTPUTS_FILE = "stack-outputs.json"
 ClientFactory = Callable[[str, str], Any]
-"""(service, region) -> boto3 client; e.g. :func:`localstack_clients` or :func:`aws_clients`."""
+"""(service, region) -> boto3 client; :func:`localstack_clients`, or a role's from hsm_lab.aws_access."""
 ClientFor = ClientFactory
 TLS_PEM = "tls.pem"
 
@@ -187,21 +187,6 @@ def localstack_clients(
         )
 
     return factory, pin
-
-
-def aws_clients(profile: str | None = None) -> ClientFactory:
-    """Real AWS: the default credential chain, HTTPS with the system trust store."""
-    import boto3
-
-    session = boto3.Session(profile_name=profile)
-    config = _boto_config()
-    lock = threading.Lock()
-
-    def factory(service: str, region: str) -> Any:
-        with lock:
-            return session.client(service, region_name=region, config=config)
-
-    return factory
 
 
 class StackGone(errors.ClefsError):
