@@ -535,6 +535,23 @@ def transcript_verify(
         out.print("[dim]compare the pinned signer with the witnessed record, or pass --expect-signer[/]")
 
 
+@transcript_app.command("upload")
+def transcript_upload(
+    outputs: OutputsOpt = None,
+    endpoint: EndpointOpt = None,
+    real_aws: RealAwsOpt = False,
+    ceremony_profile: CeremonyProfileOpt = None,
+    trust_ca_bundle: TrustCaOpt = False,
+    lab: LabOpt = None,
+) -> None:
+    """Archive the signed record in the stack's Object Lock bucket (after each ceremony step)."""
+    where = Lab.at(lab)
+    stack = _outputs(where, outputs)
+    profiles: dict[str, str | None] = {"ceremony": ceremony_profile}
+    _aws(endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle)
+    _archive(where, stack, "aws" if real_aws else "localstack")
+
+
 @transcript_app.command("export")
 def transcript_export(
     directory: Annotated[Path, typer.Argument(help="New directory for the auditor's bundle.")],
@@ -674,6 +691,28 @@ def _aws(
     return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
+def _archive(where: Lab, stack: dict, target: str) -> None:
+    """Archive the signed record in the stack's Object Lock bucket, as the ceremony role."""
+    from hsm_lab import archive
+
+    bucket, region = stack.get("transcript_bucket"), str(stack.get("primary_region") or "eu-west-3")
+    if not isinstance(bucket, str) or "ceremony" not in _ROLE_CLIENTS:
+        raise errors.InputError("the stack outputs name no transcript bucket: apply the stack again")
+    state = record.verify_lab(where)
+    folder = archive.upload(
+        state,
+        where.transcript.read_bytes(),
+        where.transcript_head.read_bytes(),
+        _ROLE_CLIENTS["ceremony"]("s3", region),
+        bucket,
+    )
+    enforced = "AWS enforces it" if target == "aws" else "LocalStack stores it, enforces nothing"
+    out.print(
+        f"record archived: s3://{escape(bucket)}/{escape(folder)} by the ceremony role "
+        f"(Object Lock COMPLIANCE configured; {enforced})"
+    )
+
+
 def _expiry(days: int | None, no_expiry: bool) -> int | None:
     """--expires-in-days 1-365 (AWS's limit for imported material) or --no-expiry, nothing else."""
     if days is not None and no_expiry:
@@ -789,6 +828,7 @@ def byok_import(
         )
     byok.prove(data_class, arns[0], arns[-1])
     out.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
+    _archive(where, stack, "aws" if real_aws else "localstack")
 
 
 @byok_app.command("revoke")
@@ -827,6 +867,29 @@ def byok_revoke(
         raise errors.InputError(f"class {data_class} has no key in region {region}")
     refusal = byok.revoke(arns[0], data_class)
     out.print(f"{arns[0]}: material deleted; decrypt now refused ({refusal}). Re-import with `byok import`.")
+    _archive(where, stack, "aws" if real_aws else "localstack")
+
+
+def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool) -> str | None:
+    """Read the archived record back (auditor) and check it against the lab's: None, or the gap."""
+    from hsm_lab import archive
+
+    bucket, region = stack.get("transcript_bucket"), str(stack.get("primary_region") or "eu-west-3")
+    if not isinstance(bucket, str) or not where.transcript.exists():
+        out.print("[yellow]transcript archive: not checked (no transcript bucket or no lab record here)[/]")
+        return None
+    try:
+        state = record.verify_lab(where)
+        found = archive.latest(state, client_for("s3", region), bucket)
+    except errors.ClefsError as exc:
+        return f"transcript archive: {exc}"
+    lag = "" if found.seq == found.lab_entries else f" (the lab has {found.lab_entries}: upload again)"
+    source = "observed; AWS enforces Object Lock" if real_aws else "observed; Object Lock configured only"
+    out.print(
+        f"transcript archive: s3://{escape(bucket)}/{escape(found.folder)} holds entry {found.seq} of the "
+        f"lab's record, signed by an authorised signer{lag} ({source})"
+    )
+    return None
 
 
 @app.command()
@@ -853,6 +916,9 @@ def verify(
         endpoint, real_aws, where.root, profiles={"auditor": auditor_profile}, trust_ca_bundle=trust_ca_bundle
     )
     report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
+    archived = _archived(where, stack, client_for, real_aws)
+    if archived:
+        report.gaps.append(archived)
     if as_json:
         out.print_json(report.to_json())
     else:

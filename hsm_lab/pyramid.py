@@ -28,7 +28,7 @@ from hsm_lab.byok import Byok, ImportRecord
 from hsm_lab.compliance import Report, assess
 from hsm_lab.deployment import class_key_arns, lab_account, localstack_clients, save_outputs
 from hsm_lab.hsm import HSM
-from hsm_lab.lab import RECOVERY_TOKEN
+from hsm_lab.lab import RECOVERY_TOKEN, Lab
 from hsm_lab.rehearsal import Rehearsal, rehearse
 
 DRILL_CLASS = "revocation-drill"
@@ -48,6 +48,7 @@ class PyramidReport:
     records: list[dict[str, Any]] = field(default_factory=list)
     compliance: Report | None = None
     revocation: str = ""
+    archive: str = ""  # where the signed record was archived and read back (Object Lock bucket)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -132,9 +133,24 @@ def rehearse_pyramid(
         on_step("revocation drill on a dedicated key: DeleteImportedKeyMaterial, then decrypt")
         report.revocation = revocation_drill(byok, client_for, str(recording.outputs.get("primary_region")))
         timed("revocation drill", began)
+        on_step("archiving the signed record in the Object Lock bucket, then reading it back")
+        report.archive = archive_record(lab, recording.outputs, client_for)
         on_step("stopping LocalStack" if stack.owned else "leaving the LocalStack we did not start running")
     report.timings["total"] = time.perf_counter() - start
     return report
+
+
+def archive_record(lab: Lab, outputs: dict[str, Any], client_for: Callable[[str, str], Any]) -> str:
+    """Upload the record (the ceremony role's job; one identity on LocalStack), read it back, compare."""
+    from hsm_lab import archive
+    from hsm_lab.record import verify_lab
+
+    state = verify_lab(lab)
+    s3 = client_for("s3", str(outputs.get("primary_region")))
+    bucket = str(outputs["transcript_bucket"])
+    archive.upload(state, lab.transcript.read_bytes(), lab.transcript_head.read_bytes(), s3, bucket)
+    found = archive.latest(state, s3, bucket)
+    return f"s3://{bucket}/{found.folder} (entry {found.seq} of {found.lab_entries}, read back and verified)"
 
 
 def revocation_drill(byok: Byok, client_for: Callable[[str, str], Any], region: str) -> str:

@@ -201,5 +201,10 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
     console.print(
         f"revocation drill: material deleted from a dedicated key, decrypt refused ({report.revocation})"
     )
+    if report.archive:
+        console.print(
+            f"signed record archived by the ceremony role: {escape(report.archive)}; Object Lock "
+            "(COMPLIANCE) is configured on that bucket, and LocalStack does not enforce it"
+        )
     timing = "  ".join(f"{step} {seconds:.1f} s" for step, seconds in report.timings.items())
     console.print(f"timings: {timing}")

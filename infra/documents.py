@@ -422,3 +422,19 @@ def auditor_role_policy() -> Document:
             },
         ],
     }
+
+
+def transcript_writer_policy(bucket_arn: str) -> Document:
+    """The ceremony role writes (and reads back) transcripts; Object Lock keeps them (compliance mode)."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ArchiveTranscripts",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectRetention"],
+                "Resource": f"{bucket_arn}/transcripts/*",
+            },
+            {"Sid": "ListTranscripts", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+        ],
+    }

@@ -136,7 +136,15 @@ def _code(exc: ClientError) -> str:
 
 
 _GONE = frozenset(
-    {"NotFoundException", "NoSuchEntity", "NoSuchBucket", "404", "NotFound", "NoSuchEntityException"}
+    {
+        "NotFoundException",
+        "NoSuchEntity",
+        "NoSuchBucket",
+        "404",
+        "NotFound",
+        "NoSuchEntityException",
+        "ResourceNotFoundException",  # EventBridge rules and targets
+    }
 )
 
 

@@ -84,7 +84,9 @@ def build(settings: StackSettings | None = None) -> dict[str, Any]:
     classes = {
         dc.name: DataClassStack(dc, settings, providers, roles, account_id) for dc in settings.data_classes
     }
-    transcripts = TranscriptBucket(f"{settings.namespace}-transcripts", settings, providers.primary)
+    transcripts = TranscriptBucket(
+        f"{settings.namespace}-transcripts", settings, providers.primary, ceremony_role=roles.ceremony
+    )
     alarms = KeyAlarms(settings, providers, account_id)
 
     outputs: dict[str, Any] = {

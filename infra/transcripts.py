@@ -24,6 +24,7 @@ class TranscriptBucket(pulumi.ComponentResource):
         name: str,
         settings: StackSettings,
         provider: aws.Provider,
+        ceremony_role: aws.iam.Role | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("clefs:infra:TranscriptBucket", name, None, opts)
@@ -59,6 +60,13 @@ class TranscriptBucket(pulumi.ComponentResource):
             policy=json_output(documents.transcript_bucket_policy, bucket_arn=self.bucket.arn),
             opts=child(self, provider, depends_on=[public_access]),
         )
+        if ceremony_role is not None:  # the ceremony archives its record here (hsm_lab/archive.py)
+            aws.iam.RolePolicy(
+                f"{logical}-ceremony-writes",
+                role=ceremony_role.id,
+                policy=json_output(documents.transcript_writer_policy, bucket_arn=self.bucket.arn),
+                opts=child(self, provider),
+            )
         self.register_outputs(
             {
                 "bucket": self.bucket.bucket,

@@ -660,3 +660,36 @@ def test_two_stacks_apply_side_by_side_in_one_account_and_region(localstack, tmp
         for rule in rules:
             targets = client_for("events", region).list_targets_by_rule(Rule=rule["Name"])["Targets"]
             assert [t["Arn"] for t in targets] in own
+
+
+def test_the_record_is_archived_by_the_ceremony_role_and_read_back_against_the_lab(
+    byok_dealt: Dealt, deployed, imported, clients
+) -> None:
+    """Issue 9 item 6: the archive in the Object Lock bucket must be the lab's own record, signed."""
+    from hsm_lab import archive
+    from hsm_lab.record import verify_lab
+
+    lab = byok_dealt.env.lab
+    outputs = deployed["outputs"]
+    bucket, s3 = outputs["transcript_bucket"], clients("s3", outputs["primary_region"])
+    lock = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    assert lock["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"  # configured (LocalStack: not enforced)
+    state = verify_lab(lab)
+    folder = archive.upload(state, lab.transcript.read_bytes(), lab.transcript_head.read_bytes(), s3, bucket)
+    found = archive.latest(state, s3, bucket)
+    assert found.folder == folder and found.seq == len(state.entries)
+    # someone with PutObject adds a newer archive with an edited record: refused
+    entries = lab.transcript.read_text().splitlines()
+    edited = entries[-1].replace('"actor":"pytest"', '"actor":"mallory"')
+    forged = folder.rsplit("/", 2)[0] + "/99999999-forged/"
+    body = ("\n".join([*entries[:-1], edited]) + "\n").encode()
+    s3.put_object(Bucket=bucket, Key=forged + "transcript.jsonl", Body=body)
+    s3.put_object(Bucket=bucket, Key=forged + "transcript.head.json", Body=lab.transcript_head.read_bytes())
+    with pytest.raises(errors.ClefsError):
+        archive.latest(state, s3, bucket)
+    # an archive of entries the lab does not hold (the lab rolled back, or the archive rewritten)
+    s3.put_object(Bucket=bucket, Key=forged + "transcript.jsonl", Body=lab.transcript.read_bytes())
+    shorter = verify_lab(lab)
+    shorter.entries = shorter.entries[:-1]
+    with pytest.raises(archive.ArchiveError, match="not in the lab's record"):
+        archive.latest(shorter, s3, bucket)

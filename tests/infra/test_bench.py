@@ -37,8 +37,8 @@ def test_bench_classes_are_valid_config_and_start_with_the_defaults() -> None:
 def test_bench_prints_resources_and_cost_per_resource(capsys: pytest.CaptureFixture[str]) -> None:
     assert load_bench().main(["1", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("default 3 classes, cold:") and "99 resources" in lines[0]
+    assert lines[0].startswith("default 3 classes, cold:") and "100 resources" in lines[0]
     rows = {int(line.split()[0]): line.split() for line in lines[2:4]}
-    assert int(rows[1][1]) == 30 + 23 and int(rows[2][1]) == 30 + 2 * 23  # fixed: roles, transcripts, alarms
+    assert int(rows[1][1]) == 31 + 23 and int(rows[2][1]) == 31 + 2 * 23  # fixed: roles, transcripts, alarms
     assert all(float(v) > 0 for row in rows.values() for v in row[2:])
     assert lines[-1].startswith("peak RSS")
