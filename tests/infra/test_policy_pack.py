@@ -176,6 +176,33 @@ def admins_can_decrypt(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(documents, "key_policy", key_policy)
 
 
+def root_delegates_policy_changes(mp: pytest.MonkeyPatch) -> None:
+    """The old root statement: administration delegated to IAM, PutKeyPolicy included (issue 9)."""
+    original = documents.key_policy
+
+    def key_policy(**kwargs: Any) -> dict[str, Any]:
+        doc = original(**kwargs)
+        doc["Statement"] = [s for s in doc["Statement"] if s["Sid"] != "DenyPolicyChangesToAllButTheDeployer"]
+        root = next(s for s in doc["Statement"] if s["Sid"] == "AccountReadsThroughIamOnly")
+        root["Action"] = list(documents.ADMIN_ACTIONS)
+        return doc
+
+    mp.setattr(documents, "key_policy", key_policy)
+
+
+def auditor_can_disable(mp: pytest.MonkeyPatch) -> None:
+    original = documents.key_policy
+
+    def key_policy(**kwargs: Any) -> dict[str, Any]:
+        doc = original(**kwargs)
+        doc["Statement"] = [s for s in doc["Statement"] if s["Sid"] != "AuditorOnlyReads"]
+        auditor = next(s for s in doc["Statement"] if s["Sid"] == "AuditorReadsTheKey")
+        auditor["Action"] = [*auditor["Action"], "kms:DisableKey"]
+        return doc
+
+    mp.setattr(documents, "key_policy", key_policy)
+
+
 def stray_default_provider_bucket() -> dict[str, Any]:
     outputs = build()
     aws.s3.Bucket("stray")
@@ -289,6 +316,19 @@ CASES: list[tuple[str, Variant, dict[str, str]]] = [
         "admins can decrypt",
         (admins_can_decrypt, None, {}),
         {"clefs-kms-separation-of-duties": "key administrators can kms:Decrypt"},
+    ),
+    (
+        "IAM may change the key policy",
+        (root_delegates_policy_changes, None, {}),
+        {
+            "clefs-kms-separation-of-duties": "the account's IAM principals can kms:PutKeyPolicy even with "
+            "an IAM policy granting kms:*",
+        },
+    ),
+    (
+        "the auditor can disable a key",
+        (auditor_can_disable, None, {}),
+        {"clefs-kms-separation-of-duties": "the auditor can kms:DisableKey"},
     ),
     (
         "stray bucket on the default provider",
