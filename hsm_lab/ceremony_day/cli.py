@@ -186,6 +186,83 @@ def present_command(
 app.command("present")(present_command)
 
 
+def script_command(
+    step: Annotated[str, typer.Option("--step", help="generate, import, rekey or byok.")],
+    custodians: Annotated[Path, typer.Option("--custodians", help="TOML custodian file.")],
+    out: Annotated[Path, typer.Option("--out", help="Writes OUT.md and OUT.html.")],
+    threshold: Annotated[
+        int | None, typer.Option("--threshold", "-k", help="K [default: current set, or 5].")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Token the step acts on.")] = None,
+    lab: LabOpt = None,
+) -> None:
+    """Write the printed ceremony script (Markdown and print-ready HTML) for one step."""
+    from hsm_lab.ceremony_day.script import load_script, write_script
+
+    where = Lab.at(lab)  # a lab with a record fills in the witnessed values; none: blanks
+    written = write_script(load_script(step, where, custodians, token=token, threshold=threshold), out)
+    say(f"ceremony script for {step}: {', '.join(str(p) for p in written)}")
+
+
+def report_command(
+    html: Annotated[Path, typer.Option("--html", help="The self-contained HTML file to write.")],
+    compliance: Annotated[
+        Path | None, typer.Option("--compliance", help="`hsm-lab verify --json` output to include.")
+    ] = None,
+    expect_signer: Annotated[
+        str | None, typer.Option("--expect-signer", help="Witnessed signer fingerprint (hex).")
+    ] = None,
+    lab: LabOpt = None,
+) -> None:
+    """Write the auditor's report: key pyramid, verified transcript timeline, compliance table."""
+    from hsm_lab.ceremony_day.audit_report import load_compliance, write_report
+
+    where = _lab(lab)
+    path = write_report(
+        where, html, compliance=load_compliance(compliance), expect=expected_signer(expect_signer)
+    )
+    say(f"auditor's report: {path} ({path.stat().st_size} bytes)")
+
+
+custodians_app = typer.Typer(help="Custodian files and identities.", no_args_is_help=True)
+
+
+@custodians_app.command("new")
+def custodians_new(
+    names: Annotated[list[str], typer.Argument(help="Custodian names (a-z 0-9 _ . -).")],
+    out: Annotated[Path, typer.Option("--out", help="New directory for identities and custodians.toml.")],
+) -> None:
+    """Make age identities (0600) and custodians.toml for a rehearsal (real days: each makes their own)."""
+    from hsm_lab.ceremony_day.custodians_new import make_custodians
+
+    toml, identities = make_custodians(names, out)
+    say(f"{toml} lists {len(identities)} custodians; identities (secret, 0600): {out}/NAME.txt")
+    say("hand each identity file to its custodian only; for a real ceremony each custodian runs age-keygen")
+
+
+def doctor_command(
+    lab: LabOpt = None,
+    module: ModuleOpt = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="LocalStack endpoint to check.")] = None,
+    token: TokenOpt = PRIMARY_TOKEN,
+) -> None:
+    """Check tools, venvs, module, lab, tokens and PIN, LocalStack, stack outputs; say what to run next."""
+    from hsm_lab.ceremony_day.doctor import run_checks
+
+    checks = run_checks(Lab.at(lab), module=module, endpoint=endpoint, token=token)
+    for check in checks:
+        say(check.line())
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        raise errors.ClefsError(f"{len(failed)} check(s) failed; first next step: {failed[0].next}")
+
+
+app.command("script")(script_command)
+app.command("report")(report_command)
+app.add_typer(custodians_app, name="custodians")
+app.command("doctor")(doctor_command)
+
+
 def main() -> None:
     """Entry point: umask 077, one-line errors, non-zero exits, no tracebacks."""
     os.umask(0o077)
