@@ -43,3 +43,11 @@ def run_day(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def day_dealt(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Dealt
+    """A lab of our own (init, generate 5-of-7): other tests may change the session's `dealt`."""
+    from tests.conftest import deal, make_lab
+
+    return deal(make_lab(tmp_path_factory.mktemp("day") / "lab"))
