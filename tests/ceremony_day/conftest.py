@@ -46,7 +46,7 @@ def run_day(
 
 
 @pytest.fixture(scope="module")
-def day_dealt(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a Dealt
+def day_dealt(tmp_path_factory: pytest.TempPathFactory):
     """A lab of our own (init, generate 5-of-7): other tests may change the session's `dealt`."""
     from tests.conftest import deal, make_lab
 

@@ -113,7 +113,7 @@ def test_the_report_has_its_three_sections_and_no_script(dealt: Dealt, tmp_path:
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert f"KCV {dealt.manifest.kcv}" in page
     assert page.count("chain link verified") == len(state.entries)
-    with pytest.raises(errors.InputError, match="clefs.verify/v2"):
+    with pytest.raises(errors.InputError, match=r"clefs\.verify/v2"):
         audit_report.render(state, checked_against="x", compliance='{"schema": "other"}')
     written = run_day("report", "--html", str(tmp_path / "r.html"), lab=dealt.env.lab.root)
     assert written.returncode == 0, written.stderr
