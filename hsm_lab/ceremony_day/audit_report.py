@@ -187,8 +187,8 @@ def pyramid_svg(state: RecordState, compliance: dict[str, Any] | None) -> str:
         "#efe3f4",
     )
     return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' role='img' aria-label='key pyramid' width='{width}' "
-        f"height='380' viewBox='0 0 {width} 380'>{''.join(parts)}</svg>"
+        "<svg xmlns='http://www.w3.org/2000/svg' role='img' aria-label='key pyramid' "
+        f"style='width:100%;max-width:{width}px;height:auto' viewBox='0 0 {width} 380'>{''.join(parts)}</svg>"
     )
 
 
