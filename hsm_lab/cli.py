@@ -870,13 +870,13 @@ def byok_revoke(
     _archive(where, stack, "aws" if real_aws else "localstack")
 
 
-def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool) -> str | None:
+def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool, say: Console) -> str | None:
     """Read the archived record back (auditor) and check it against the lab's: None, or the gap."""
     from hsm_lab import archive
 
     bucket, region = stack.get("transcript_bucket"), str(stack.get("primary_region") or "eu-west-3")
     if not isinstance(bucket, str) or not where.transcript.exists():
-        out.print("[yellow]transcript archive: not checked (no transcript bucket or no lab record here)[/]")
+        say.print("[yellow]transcript archive: not checked (no transcript bucket or no lab record here)[/]")
         return None
     try:
         state = record.verify_lab(where)
@@ -885,7 +885,7 @@ def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool) -> s
         return f"transcript archive: {exc}"
     lag = "" if found.seq == found.lab_entries else f" (the lab has {found.lab_entries}: upload again)"
     source = "observed; AWS enforces Object Lock" if real_aws else "observed; Object Lock configured only"
-    out.print(
+    say.print(
         f"transcript archive: s3://{escape(bucket)}/{escape(found.folder)} holds entry {found.seq} of the "
         f"lab's record, signed by an authorised signer{lag} ({source})"
     )
@@ -916,7 +916,7 @@ def verify(
         endpoint, real_aws, where.root, profiles={"auditor": auditor_profile}, trust_ca_bundle=trust_ca_bundle
     )
     report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
-    archived = _archived(where, stack, client_for, real_aws)
+    archived = _archived(where, stack, client_for, real_aws, err if as_json else out)  # stdout stays JSON
     if archived:
         report.gaps.append(archived)
     if as_json:

@@ -14,6 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Headless Chromium for the auditor's report test (marked slow) and bench/report_html.py.
+bash scripts/install-chromium.sh
+
 # pip, minus the noise of this machine's local index mirrors; keeps pip's exit code.
 pipq() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
 

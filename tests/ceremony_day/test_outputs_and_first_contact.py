@@ -28,7 +28,7 @@ SCHEMAS = REPO / "docs" / "schemas"
 
 def validator(name: str):
     jsonschema = pytest.importorskip(
-        "jsonschema", reason="jsonschema is not installed (pin in requirements-extra.txt; the lead merges it)"
+        "jsonschema", reason="jsonschema is not installed: run scripts/setup.sh (pinned in requirements.txt)"
     )
     from referencing import Registry, Resource
 
