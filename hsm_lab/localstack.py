@@ -70,8 +70,8 @@ DEFAULT_PORT = 4566
 DEFAULT_REGION = "eu-west-3"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-REQUIRED_SERVICES = ("s3", "kms")
 SERVICES = "s3,kms,iam,sts,sns,events"  # sns, events: the key alarms (infra/alarms.py)
+REQUIRED_SERVICES = tuple(SERVICES.split(","))  # healthy means every service the lab uses is up
 RUNTIME_MODULE = "localstack.runtime.main"
 
 ENDPOINT_ENV = "CLEFS_LOCALSTACK_ENDPOINT"
