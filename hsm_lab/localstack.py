@@ -188,7 +188,7 @@ def health(url: str, *, timeout: float = 2.0, allow_remote: bool = False) -> dic
 
 
 def is_healthy(report: dict[str, Any] | None) -> bool:
-    """True when S3 and KMS are available or running."""
+    """True when every service the lab uses (REQUIRED_SERVICES) is available or running."""
     if not report:
         return False
     services = report.get("services") or {}
