@@ -19,12 +19,13 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from hsm_lab import ceremony, shares
-from hsm_lab.custodians import Custodian
+from hsm_lab import ceremony
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.manifest import SignedManifest
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import PRIMARY_TOKEN, Lab
-from hsm_lab.manifest import SignedManifest
-from hsm_lab.shares import Share
 
 pytest_plugins = ["tests.localstack_fixture"]  # the session `localstack` fixture
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hsm_lab.localstack import ENDPOINT_ENV, LocalStack, LocalStackError, connect, start, stop
+from hsm_lab.aws.localstack import ENDPOINT_ENV, LocalStack, LocalStackError, connect, start, stop
 
 
 def free_port() -> int:

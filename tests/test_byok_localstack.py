@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from hsm_lab import ceremony, errors
+from hsm_lab.aws.deployment import class_key_arns, localstack_clients
 from hsm_lab.byok import Byok, ByokError
 from hsm_lab.compliance import assess
-from hsm_lab.deployment import class_key_arns, localstack_clients
 from hsm_lab.lab import PRIMARY_TOKEN
 from infra.localstack_apply import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
@@ -269,7 +269,7 @@ def test_compliance_report_reads_live_state_and_names_gaps(deployed, imported, c
 def test_verify_cli_reports_and_exits_non_zero_on_gaps(
     deployed, imported, localstack, run_cli, tmp_path
 ) -> None:
-    from hsm_lab.deployment import save_outputs
+    from hsm_lab.aws.deployment import save_outputs
 
     save_outputs(tmp_path / "outputs.json", deployed["outputs"])
     result = run_cli(

@@ -25,11 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hsm_lab import datapath as dp
-from hsm_lab import envelope as env
+from hsm_lab.aws.localstack import LocalStack
+from hsm_lab.ceremony.jose import canonical_json
 from hsm_lab.datapath import DataPath, DataPathError, EndToEndError, RecordNotFound
-from hsm_lab.encoding import canonical_json
-from hsm_lab.envelope import (
+from hsm_lab.datapath import envelope as env
+from hsm_lab.datapath import store as dp
+from hsm_lab.datapath.envelope import (
     CacheLimits,
     DataKey,
     DataKeyCache,
@@ -37,7 +38,6 @@ from hsm_lab.envelope import (
     RecordAuthenticationError,
 )
 from hsm_lab.errors import ClefsError, InputError
-from hsm_lab.localstack import LocalStack
 
 HOME, REPLICA = "eu-west-3", "eu-central-1"
 CLASSES = {"health-documents": True, "appointments": False, "administrative": False}

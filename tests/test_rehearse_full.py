@@ -6,7 +6,8 @@ import json
 import socket
 from pathlib import Path
 
-from hsm_lab import ceremony, localstack
+from hsm_lab import ceremony
+from hsm_lab.aws import localstack
 from hsm_lab.lab import Lab
 
 

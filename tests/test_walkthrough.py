@@ -16,7 +16,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from hsm_lab import localstack as ls
+from hsm_lab.aws import localstack as ls
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,10 +32,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hsm_lab import deployment, envelope
-from hsm_lab.custodians import load_identities
-from hsm_lab.deployment import ClientFactory, aws_clients, localstack_clients
-from hsm_lab.envelope import (
+from hsm_lab.aws import deployment
+from hsm_lab.aws.deployment import ClientFactory, aws_clients, localstack_clients
+from hsm_lab.ceremony.custodians import load_identities
+from hsm_lab.datapath import envelope
+from hsm_lab.datapath.envelope import (
     E2E_AGE,
     FORMAT,
     CacheLimits,
@@ -566,7 +567,7 @@ def _fail(error: Exception) -> typer.Exit:
 
 
 def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPath, str]:
-    from hsm_lab import localstack as ls
+    from hsm_lab.aws import localstack as ls
 
     lab_dir = lab.resolve() if lab else ls.default_lab()
     document = deployment.load_outputs(outputs or lab_dir / OUTPUTS_NAME)

@@ -6,10 +6,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hsm_lab.ceremony.record import fingerprint_words, grouped
 from hsm_lab.compliance import Report
-from hsm_lab.pyramid import PyramidReport
-from hsm_lab.record import fingerprint_words, grouped
 from hsm_lab.rehearsal import Rehearsal
+from hsm_lab.rehearsal.full import PyramidReport
 
 
 def print_rehearsal(console: Console, report: Rehearsal) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hsm_lab import errors
-from hsm_lab.encoding import (
+from hsm_lab.ceremony.jose import (
     b64url,
     canonical_json,
     jws_signing_input,

@@ -83,7 +83,7 @@ def pin_localstack_tls(endpoint: str, lab_dir: Path, *, ca: Path | None = None) 
     server presenting any other certificate fails the handshake here, in one line, and would
     fail every client call made from this pin.
     """
-    from hsm_lab.localstack import LocalStackError, is_loopback, trust_anchor
+    from hsm_lab.aws.localstack import LocalStackError, is_loopback, trust_anchor
 
     parts = urlsplit(endpoint)
     if not is_loopback(endpoint) or parts.hostname is None:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hsm_lab import errors
-from hsm_lab.encoding import (
+from hsm_lab.ceremony.jose import (
     b64,
     b64_decode,
     b64url,
@@ -103,7 +103,7 @@ class SignedManifest:
 
     @property
     def quorum_authority_key(self) -> ec.EllipticCurvePublicKey:
-        from hsm_lab.authority import public_key
+        from hsm_lab.ceremony.authority import public_key
 
         return public_key(self.body["quorum_authority"])
 

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hsm_lab import errors
-from hsm_lab.fs import atomic_write_text, private_dir
-from hsm_lab.lab import Lab
-from hsm_lab.record import (
+from hsm_lab.ceremony.record import (
     Anchor,
     RecordState,
     check_heads,
@@ -29,7 +27,9 @@ from hsm_lab.record import (
     load_anchor,
     verify_record,
 )
-from hsm_lab.transcript import Transcript
+from hsm_lab.ceremony.transcripts import Transcript
+from hsm_lab.fs import atomic_write_text, private_dir
+from hsm_lab.lab import Lab
 
 BUNDLE_FORMAT = "clefs.audit-bundle/v1"
 VERIFY_SCHEMA = "clefs.transcript-verify/v1"

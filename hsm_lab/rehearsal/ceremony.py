@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pyrage
 
-from hsm_lab import ceremony, errors, shares
-from hsm_lab.custodians import Custodian
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.record import Record
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM, KeyInfo
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, RECOVERY_TOKEN, Lab
-from hsm_lab.record import Record
-from hsm_lab.shares import Share
 
 FIRST_CUSTODIANS = ("amelie", "bastien", "chloe", "damien", "elodie", "fabrice", "gaelle")
 JOINING = ("hugo", "ines")

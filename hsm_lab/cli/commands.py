@@ -45,8 +45,8 @@ app.add_typer(transcript_app, name="transcript")
 
 
 def _mount_subapps() -> None:
+    from hsm_lab.aws.localstack import app as localstack_app
     from hsm_lab.datapath import app as data_app
-    from hsm_lab.localstack import app as localstack_app
     from infra.deploy import app as stack_app
 
     app.add_typer(localstack_app, name="localstack")
@@ -66,7 +66,7 @@ def stack_apply_localstack(
     The stack's state is <lab>/stack-state.json: applying again reconciles what exists and
     creates nothing twice; what LocalStack lost (a restart) is recreated, and said so.
     """
-    from hsm_lab.deployment import outputs_path, save_outputs
+    from hsm_lab.aws.deployment import outputs_path, save_outputs
     from infra.localstack_apply import HarnessError, apply, summary
 
     where = Lab.at(lab)
@@ -491,7 +491,7 @@ def transcript_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check the chain, the manifests, the head signature by the pinned signer, and the token's heads."""
-    from hsm_lab import bundles
+    from hsm_lab.ceremony import bundles
 
     expected = record.expected_signer(expect_signer)
     if bundle is not None:
@@ -543,7 +543,7 @@ def transcript_export(
     token: TokenOpt = PRIMARY_TOKEN,
 ) -> None:
     """Write the transcript, head, manifests and the signers' public keys for an auditor."""
-    from hsm_lab import bundles
+    from hsm_lab.ceremony import bundles
 
     where, hsm = _open(lab, module)
     with hsm.session(token, user_pin=user_pin()) as session:
@@ -596,8 +596,8 @@ def _aws(
     On LocalStack the account is the stack's (its outputs), else this lab's own
     (docs/localstack.md: each lab is its own account).
     """
-    from hsm_lab import localstack
-    from hsm_lab.deployment import aws_clients, lab_account, localstack_clients, require_stack
+    from hsm_lab.aws import localstack
+    from hsm_lab.aws.deployment import aws_clients, lab_account, localstack_clients, require_stack
 
     if real_aws:
         clients = aws_clients()
@@ -627,7 +627,7 @@ def _aws(
 
 
 def _outputs(where: Lab, outputs: Path | None) -> dict:
-    from hsm_lab.deployment import load_outputs, outputs_path
+    from hsm_lab.aws.deployment import load_outputs, outputs_path
 
     stack = load_outputs(outputs_path(where.root, outputs))
     _LOADED_STACK.clear()
@@ -676,7 +676,7 @@ def byok_import(
     """Derive the class key in the HSM and import the same material into primary and replica."""
     from datetime import UTC, datetime, timedelta
 
-    from hsm_lab.deployment import class_key_arns
+    from hsm_lab.aws.deployment import class_key_arns
 
     where, hsm = _open(lab, module)
     byok, stack, target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=True)
@@ -707,7 +707,7 @@ def byok_revoke(
     token: TokenOpt = PRIMARY_TOKEN,
 ) -> None:
     """Delete a class key's imported material in one region and show decrypt is refused."""
-    from hsm_lab.deployment import class_key_arns
+    from hsm_lab.aws.deployment import class_key_arns
 
     where, hsm = _open(lab, module)
     byok, stack, _target = _byok(where, hsm, outputs, endpoint, real_aws, token, so=False)
@@ -730,8 +730,8 @@ def verify(
     lab: LabOpt = None,
 ) -> None:
     """Compliance proved from live state, per data class and region; non-zero exit on any gap."""
+    from hsm_lab.cli.render import print_compliance
     from hsm_lab.compliance import assess
-    from hsm_lab.report import print_compliance
 
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
@@ -757,7 +757,7 @@ def rehearse(
     ] = False,
 ) -> None:
     """The whole story in a fresh lab: ceremony, stack, BYOK, data path, compliance report."""
-    from hsm_lab.report import print_pyramid, print_rehearsal
+    from hsm_lab.cli.render import print_pyramid, print_rehearsal
 
     if lab is None:
         from datetime import UTC, datetime

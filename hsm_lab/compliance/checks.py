@@ -38,7 +38,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from hsm_lab import envelope, errors
+from hsm_lab import errors
+from hsm_lab.datapath import envelope
 
 ClientFor = Callable[[str, str], Any]
 SCHEMA = "clefs.verify/v2"

@@ -21,15 +21,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from hsm_lab import authority, errors, shares, txn
-from hsm_lab.custodians import Custodian, check_distinct, check_passphrase
-from hsm_lab.encoding import b64, public_key_der
-from hsm_lab.faults import fault
-from hsm_lab.fs import private_dir, wipe
-from hsm_lab.hsm import HSM, KCV_LEN, TokenSession
-from hsm_lab.lab import MASTER_LABEL, Lab
-from hsm_lab.manifest import MANIFEST_FORMAT, SignedManifest, load_manifest, sign_manifest
-from hsm_lab.record import (
+from hsm_lab import errors, txn
+from hsm_lab.ceremony import authority, shares
+from hsm_lab.ceremony.custodians import Custodian, check_distinct, check_passphrase
+from hsm_lab.ceremony.jose import b64, public_key_der
+from hsm_lab.ceremony.manifest import MANIFEST_FORMAT, SignedManifest, load_manifest, sign_manifest
+from hsm_lab.ceremony.record import (
     Anchor,
     Record,
     anchor_path,
@@ -40,7 +37,11 @@ from hsm_lab.record import (
     token_anchor,
     write_token_anchor,
 )
-from hsm_lab.shares import Share
+from hsm_lab.ceremony.shares import Share
+from hsm_lab.faults import fault
+from hsm_lab.fs import private_dir, wipe
+from hsm_lab.hsm import HSM, KCV_LEN, TokenSession
+from hsm_lab.lab import MASTER_LABEL, Lab
 
 SCHEME = "shamir-gf256 (pyshamir 1.1.0, HashiCorp Vault compatible), x = last share byte"
 KCV_METHOD = "AES-ECB(K, 0^128)[0:3], computed in the HSM"
@@ -489,7 +490,7 @@ def check_expectations(
 
 def describe_manifest(manifest: SignedManifest) -> str:
     """What the operator reads aloud before anyone presents a share."""
-    from hsm_lab.record import fingerprint_words
+    from hsm_lab.ceremony.record import fingerprint_words
 
     return (
         f"ceremony {manifest.ceremony_id}, {manifest.threshold}-of-{manifest.share_count}, KCV "
@@ -530,7 +531,7 @@ def import_master(
                 "to overwrite it (use a fresh token)"
             )
         if not record.authorised and not authorise_signer:
-            from hsm_lab.record import fingerprint_words
+            from hsm_lab.ceremony.record import fingerprint_words
 
             raise errors.TranscriptError(
                 f"token {token!r} signs with {record.own[:16]}… ({fingerprint_words(record.own)}), "

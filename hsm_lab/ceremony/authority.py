@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hsm_lab import errors
-from hsm_lab.encoding import (
+from hsm_lab.ceremony.jose import (
     b64,
     b64_decode,
     b64url,
@@ -28,7 +28,7 @@ from hsm_lab.encoding import (
     jws_verify,
     sha256_hex,
 )
-from hsm_lab.encoding import public_key_der as _spki
+from hsm_lab.ceremony.jose import public_key_der as _spki
 
 AUTHORITY_INFO = b"clefs.quorum-authority/v1"
 AUTHORISATION_FORMAT = "clefs.signer-authorisation/v1"
