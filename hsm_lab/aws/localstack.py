@@ -55,7 +55,7 @@ from rich.table import Table
 
 from hsm_lab.errors import ClefsError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_NAME = ".venv-localstack"
 # Exactly what localstack-core 2026.3.0 needs to run in host mode (see shared FIELD-NOTES).
 PINS: tuple[str, ...] = (
