@@ -26,7 +26,7 @@ from hsm_lab.aws import localstack as ls
 from hsm_lab.aws.deployment import lab_account, localstack_clients
 from hsm_lab.compliance import assess
 from hsm_lab.datapath import envelope
-from infra.localstack_apply import apply
+from infra.harness import apply
 
 GOAL_SECONDS = 10.0
 

@@ -19,7 +19,7 @@ from hsm_lab.aws.deployment import class_key_arns, localstack_clients
 from hsm_lab.byok import Byok, ByokError
 from hsm_lab.compliance import assess
 from hsm_lab.lab import PRIMARY_TOKEN
-from infra.localstack_apply import HarnessError, LocalStackMocks, apply
+from infra.harness import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -399,7 +399,7 @@ def fresh_account(localstack, tmp_path) -> tuple[Callable[[str, str], Any], str]
 
 
 def test_a_second_apply_of_the_same_stack_creates_nothing(localstack, tmp_path) -> None:
-    from infra.localstack_apply import summary
+    from infra.harness import summary
 
     client_for, _account = fresh_account(localstack, tmp_path)
     state = tmp_path / "stack-state.json"

@@ -536,7 +536,7 @@ def test_https_with_the_pinned_certificate_only(deployment: Deployment) -> None:
 
 
 def test_context_key_matches_the_key_policies() -> None:
-    data_classes = pytest.importorskip("infra.data_classes")
+    data_classes = pytest.importorskip("infra.model.data_classes")
     assert env.CONTEXT_KEY == data_classes.ENCRYPTION_CONTEXT_KEY
 
 

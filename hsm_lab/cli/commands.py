@@ -67,7 +67,7 @@ def stack_apply_localstack(
     creates nothing twice; what LocalStack lost (a restart) is recreated, and said so.
     """
     from hsm_lab.aws.deployment import outputs_path, save_outputs
-    from infra.localstack_apply import HarnessError, apply, summary
+    from infra.harness import HarnessError, apply, summary
 
     where = Lab.at(lab)
     url, target, client_for = _aws(endpoint, False, where.root)

@@ -85,7 +85,7 @@ HEADER_FIELDS = frozenset(
 WRITTEN_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 CONTEXT_KEY = "data_class"
-"""The only KMS encryption-context key; equals infra.data_classes.ENCRYPTION_CONTEXT_KEY."""
+"""The only KMS encryption-context key; equals infra.model.data_classes.ENCRYPTION_CONTEXT_KEY."""
 
 RECORD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 CLASS_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

@@ -3,7 +3,7 @@
 1. the quorum ceremony on SoftHSM2 (hsm_lab.rehearsal): the master key is born
    in the primary HSM and rebuilt from five shares in the recovery HSM;
 2. LocalStack starts (or one already running is used);
-3. the real Pulumi program is applied to it (infra.localstack_apply);
+3. the real Pulumi program is applied to it (infra.harness);
 4. for each data class, the recovery HSM derives the class key from the
    master key and imports it into KMS in Paris and Frankfurt (BYOK), and
    proves it: encrypt in one region, decrypt in the other;
@@ -59,7 +59,7 @@ def rehearse_pyramid(
     on_step: Callable[[str], None] = lambda _step: None,
 ) -> PyramidReport:
     from hsm_lab.aws import localstack
-    from infra.localstack_apply import apply
+    from infra.harness import apply
 
     start = time.perf_counter()
     pins = {token: secrets.token_urlsafe(12) for token in ("clefs-primary", RECOVERY_TOKEN)}

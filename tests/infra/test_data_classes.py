@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.data_classes import (
+from infra.model.data_classes import (
     DEFAULT_DATA_CLASSES,
     ENCRYPTION_CONTEXT_KEY,
     NAME_MAX,
@@ -122,6 +122,9 @@ def test_any_accepted_name_is_safe_for_bucket_names_and_aliases(name: str) -> No
 
 
 def test_module_does_not_import_pulumi() -> None:
-    code = "import sys, infra.data_classes, infra.settings, infra.documents; print('pulumi' in sys.modules)"
+    code = (
+        "import sys, infra.model.data_classes, infra.model.settings, infra.program.documents;"
+        " print('pulumi' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.data_classes import DEFAULT_DATA_CLASSES, DataClass
-from infra.settings import ConfigError, StackSettings, settings_from_mapping
+from infra.model.data_classes import DEFAULT_DATA_CLASSES, DataClass
+from infra.model.settings import ConfigError, StackSettings, settings_from_mapping
 
 
 def test_defaults() -> None:

@@ -5,7 +5,7 @@ Two components because of a real dependency order: the key policies name the cla
 the bucket encryption, bucket policy and replication need the keys. So:
 
     ClassStorage (buckets, versioning, public-access block, ownership, replication role)
-      -> ClassKey (keys/policies/aliases, infra/keys.py)
+      -> ClassKey (keys/policies/aliases, infra/program/keys.py)
       -> ClassProtection (SSE-KMS + bucket keys, TLS/SSE bucket policy, replication + role policy)
 """
 
@@ -14,9 +14,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra import documents
-from infra._opts import child, json_output
-from infra.data_classes import (
+from infra.model.data_classes import (
     COPY_PRIMARY,
     COPY_REPLICA,
     PURPOSE_CLASS_DATA,
@@ -25,9 +23,11 @@ from infra.data_classes import (
     TAG_PURPOSE,
     DataClass,
 )
-from infra.keys import ClassKey
-from infra.providers import RegionalProviders
-from infra.settings import StackSettings, class_bucket_logical_name
+from infra.model.settings import StackSettings, class_bucket_logical_name
+from infra.program import documents
+from infra.program._opts import child, json_output
+from infra.program.keys import ClassKey
+from infra.program.providers import RegionalProviders
 
 
 def harden_bucket(

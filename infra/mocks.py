@@ -309,15 +309,15 @@ def run_program(
     pause_gc: bool = True,
     mocks: RecordingMocks | None = None,
 ) -> Recording:
-    """Run `program` (default: infra.stack.build) under fresh mocks; return the recording.
+    """Run `program` (default: infra.program.stack.build) under fresh mocks; return the recording.
 
     `pause_gc` suspends CPython's cyclic GC while the program is evaluated and collects once
     at the end: full-heap collections otherwise make the cost per resource grow with the
     number of resources (see bench/program.py). `mocks` replaces the default answers, e.g.
-    with infra.localstack_apply.LocalStackMocks, which create each resource for real.
+    with infra.harness.LocalStackMocks, which create each resource for real.
     """
     if program is None:
-        from infra.stack import build
+        from infra.program.stack import build
 
         program = build
     mocks = mocks if mocks is not None else RecordingMocks(account_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra import documents
-from infra._opts import child, json_output
-from infra.data_classes import COPY_PRIMARY, COPY_REPLICA, TAG_COPY, TAG_DATA_CLASS, DataClass
-from infra.providers import RegionalProviders
-from infra.roles import Roles
-from infra.settings import StackSettings
+from infra.model.data_classes import COPY_PRIMARY, COPY_REPLICA, TAG_COPY, TAG_DATA_CLASS, DataClass
+from infra.model.settings import StackSettings
+from infra.program import documents
+from infra.program._opts import child, json_output
+from infra.program.providers import RegionalProviders
+from infra.program.roles import Roles
 
 
 class ClassKey(pulumi.ComponentResource):

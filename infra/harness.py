@@ -1,7 +1,7 @@
 """Apply the real Clefs program to LocalStack without the Pulumi CLI.
 
 The Pulumi CLI and its provider plugins cannot be installed here, so this
-harness runs the actual program (`infra.stack.build`) under a Pulumi Mocks
+harness runs the actual program (`infra.program.stack.build`) under a Pulumi Mocks
 implementation whose `new_resource` creates each resource in LocalStack with
 boto3 and answers with the real ids and ARNs. LocalStack therefore receives
 the program's own key policies, bucket policies, encryption, replication and
@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import yaml
 from botocore.exceptions import ClientError, ParamValidationError
 
-from infra.testing import (
+from infra.mocks import (
     CALLER_IDENTITY_INVOKE,
     PROVIDER_TYPE,
     Recording,

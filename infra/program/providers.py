@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import StackSettings
+from infra.model.settings import StackSettings
 
 LOCALSTACK_SERVICES = ("s3", "kms", "iam", "sts")
 LOCALSTACK_CREDENTIAL = "test"  # LocalStack's public dummy credential, never a real secret

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.data_classes import ENCRYPTION_CONTEXT_KEY
+from infra.model.data_classes import ENCRYPTION_CONTEXT_KEY
 
 Document = dict[str, Any]
 VERSION = "2012-10-17"

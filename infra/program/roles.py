@@ -5,9 +5,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra import documents
-from infra._opts import child, json_output
-from infra.settings import StackSettings
+from infra.model.settings import StackSettings
+from infra.program import documents
+from infra.program._opts import child, json_output
 
 # Humans (key administrators, ceremony officers) must have MFA; the app is a workload.
 _ROLE_SPECS = (

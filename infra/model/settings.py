@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from infra.data_classes import DataClass, DataClassConfigError, parse_data_classes
+from infra.model.data_classes import DataClass, DataClassConfigError, parse_data_classes
 
 DEFAULT_PRIMARY_REGION = "eu-west-3"  # Paris
 DEFAULT_REPLICA_REGION = "eu-central-1"  # Frankfurt

@@ -7,13 +7,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.data_classes import ENCRYPTION_CONTEXT_KEY, DataClass
-from infra.keys import ClassKey
-from infra.providers import RegionalProviders
-from infra.roles import Roles
-from infra.settings import OBJECT_KEYS, StackSettings, settings_from_config
-from infra.storage import ClassProtection, ClassStorage
-from infra.transcripts import TranscriptBucket
+from infra.model.data_classes import ENCRYPTION_CONTEXT_KEY, DataClass
+from infra.model.settings import OBJECT_KEYS, StackSettings, settings_from_config
+from infra.program.keys import ClassKey
+from infra.program.providers import RegionalProviders
+from infra.program.roles import Roles
+from infra.program.storage import ClassProtection, ClassStorage
+from infra.program.transcripts import TranscriptBucket
 
 
 def load_settings() -> StackSettings:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra import documents
-from infra._opts import child, json_output
-from infra.data_classes import COPY_PRIMARY, PURPOSE_TRANSCRIPTS, TAG_COPY, TAG_PURPOSE
-from infra.settings import StackSettings
-from infra.storage import harden_bucket
+from infra.model.data_classes import COPY_PRIMARY, PURPOSE_TRANSCRIPTS, TAG_COPY, TAG_PURPOSE
+from infra.model.settings import StackSettings
+from infra.program import documents
+from infra.program._opts import child, json_output
+from infra.program.storage import harden_bucket
 
 OBJECT_LOCK_MODE = "COMPLIANCE"
 
