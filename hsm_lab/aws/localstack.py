@@ -37,7 +37,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -47,11 +46,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
-
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from hsm_lab.errors import ClefsError
 
@@ -986,149 +980,3 @@ def running(
     finally:
         if started.owned:
             stop(lab_dir)
-
-
-# --------------------------------------------------------------------------- CLI
-
-app = typer.Typer(
-    help="LocalStack (S3, KMS) for the lab: host mode on loopback, or one already running.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-_out = Console(soft_wrap=True, highlight=False)
-_err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-LabOption = typer.Option(
-    None, "--lab", help="Lab directory (default: $CLEFS_LAB or ./lab).", show_default=False
-)
-
-
-def _lab(lab: Path | None) -> Path:
-    return lab.resolve() if lab else default_lab()
-
-
-def _fail(error: Exception) -> typer.Exit:
-    message = " ".join(str(error).split())  # one line, whatever happened
-    _err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(getattr(error, "exit_code", 1) or 1)
-
-
-def _mib(size: int | None) -> str:
-    return f"{size / (1 << 20):.0f} MiB" if size else "-"
-
-
-@app.command("start")
-def start_command(
-    lab: Path | None = LabOption,
-    port: int | None = typer.Option(
-        None, help="Loopback port (default: from LOCALSTACK_HOST, else 4566).", show_default=False
-    ),
-    timeout: float = typer.Option(START_TIMEOUT, help="Seconds to wait for health."),
-) -> None:
-    """Start LocalStack in host mode for the lab (or check the configured one)."""
-    try:
-        endpoint = configured_endpoint()
-        if endpoint.external:
-            found = connect()
-            _out.print(
-                f"using LocalStack {found.version or ''} at {escape(found.endpoint)} "
-                f"({ENDPOINT_ENV}); nothing started"
-            )
-            return
-        check_endpoint(endpoint.url)  # clients would go there: a remote one is refused here too
-        if port is None:
-            port = endpoint.port
-
-        def echo(message: str) -> None:
-            _out.print(f"[dim]{escape(message)}[/]")
-
-        with _out.status("starting LocalStack..."):
-            ls = start(_lab(lab), port, timeout=timeout, echo=echo)
-    except LocalStackError as error:
-        raise _fail(error) from None
-    if ls.owned:
-        _out.print(
-            f"[green]LocalStack {ls.version or ''} healthy[/] at {ls.endpoint} "
-            f"(pid {ls.pid}, {ls.startup_seconds:.1f} s, 127.0.0.1 only); log: {ls.log}"
-        )
-    else:
-        _out.print(f"LocalStack already running at {ls.endpoint} (pid {ls.pid}); log: {ls.log}")
-    _out.print(f"TLS: certificate issued by this lab's CA {ls.ca} (clients trust nothing else)")
-    _out.print(
-        f"[dim]other labs: export {ENDPOINT_ENV}={ls.endpoint} {CA_ENV}={ls.ca}; "
-        "it keeps no state across a restart[/]"
-    )
-
-
-@app.command("stop")
-def stop_command(
-    lab: Path | None = LabOption,
-    timeout: float = typer.Option(STOP_TIMEOUT, help="Seconds before SIGKILL."),
-) -> None:
-    """Stop the lab's LocalStack by its PID (never one this lab did not start)."""
-    try:
-        result = stop(_lab(lab), timeout=timeout)
-    except LocalStackError as error:
-        raise _fail(error) from None
-    messages = {
-        "stopped": f"stopped LocalStack (pid {result.pid})",
-        "killed": f"killed LocalStack (pid {result.pid}) after {timeout:.0f} s",
-        "not-running": "no LocalStack started by this lab",
-        "stale": f"LocalStack (pid {result.pid}) was already gone; pid file removed",
-        "not-ours": f"pid {result.pid} is not this lab's LocalStack: left alone, pid file removed",
-    }
-    _out.print(messages[result.outcome])
-    if result.outcome in ("stopped", "killed"):
-        _err.print(
-            "[yellow]warning:[/] LocalStack keeps no state: every key, bucket and record of this lab is "
-            "gone; after the next start run `hsm-lab stack apply-localstack`, then "
-            "`hsm-lab byok import --class C` for each class (docs/localstack.md)"
-        )
-
-
-@app.command("status")
-def status_command(
-    lab: Path | None = LabOption,
-) -> None:
-    """Show the endpoint, health, PID and memory; exit 1 when not healthy."""
-    try:
-        st = status(_lab(lab))
-    except LocalStackError as error:
-        raise _fail(error) from None
-    table = Table(show_header=False, box=None)
-    table.add_row("endpoint", f"{st.endpoint} [dim]({st.source})[/]")
-    table.add_row("healthy", "[green]yes[/]" if st.healthy else "[red]no[/]")
-    table.add_row("version", st.version or "-")
-    table.add_row("services", ", ".join(f"{k}={v}" for k, v in sorted(st.services.items())) or "-")
-    if st.pid is not None:
-        table.add_row("pid", f"{st.pid} ({'running' if st.pid_alive else 'not running'})")
-        table.add_row("rss", _mib(st.rss_bytes))
-    table.add_row("log", str(st.log or "-"))
-    _out.print(table)
-    if not st.healthy:
-        raise typer.Exit(1)
-
-
-@app.command("logs")
-def logs_command(
-    lab: Path | None = LabOption,
-    lines: int = typer.Option(40, "--lines", "-n", help="How many lines."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
-) -> None:
-    """Print the tail of the lab's LocalStack log."""
-    log = paths(_lab(lab)).log
-    if not log.exists():
-        raise _fail(LocalStackError(f"no LocalStack log at {log}: start it first"))
-    with log.open(errors="replace") as handle:
-        for line in handle.read().splitlines()[-lines:]:
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            while follow:
-                chunk = handle.read()
-                if chunk:
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
-                else:
-                    time.sleep(0.5)

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hsm_lab import ceremony, errors, record, shares
+from hsm_lab.cli import console
 from hsm_lab.custodians import (
     check_passphrase,
     load_custodians,
@@ -45,9 +46,9 @@ app.add_typer(transcript_app, name="transcript")
 
 
 def _mount_subapps() -> None:
-    from hsm_lab.aws.localstack import app as localstack_app
-    from hsm_lab.datapath import app as data_app
-    from infra.deploy import app as stack_app
+    from hsm_lab.cli.data import app as data_app
+    from hsm_lab.cli.localstack import app as localstack_app
+    from hsm_lab.cli.stack import app as stack_app
 
     app.add_typer(localstack_app, name="localstack")
     app.add_typer(stack_app, name="stack")
@@ -793,8 +794,10 @@ def main() -> None:
     try:
         app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
     except errors.ClefsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print_error(exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: still one line, never a traceback (CLEFS_DEBUG=1 shows it)
+        sys.exit(console.unexpected(exc))
 
 
 if __name__ == "__main__":
