@@ -35,13 +35,13 @@ from hsm_lab.shares import Share
 if TYPE_CHECKING:
     from hsm_lab.byok import Byok
 
-app = typer.Typer(
-    help="Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = console.new_app(
+    "Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default)."
 )
-transcript_app = typer.Typer(help="Show or verify the hash-chained, HSM-signed transcript.")
+transcript_app = console.new_app(
+    "Show or verify the hash-chained, HSM-signed transcript.", no_args_is_help=False
+)
+console.add_version_option(app)
 app.add_typer(transcript_app, name="transcript")
 
 
@@ -90,16 +90,23 @@ def stack_apply_localstack(
 STACK_STATE = "stack-state.json"
 
 
-byok_app = typer.Typer(help="BYOK: derive class keys in the HSM and import them into KMS (both regions).")
+byok_app = console.new_app(
+    "BYOK: derive class keys in the HSM and import them into KMS (both regions).", no_args_is_help=False
+)
 app.add_typer(byok_app, name="byok")
 # Piped or in CI, Rich would wrap the tables at 80 columns; a terminal or $COLUMNS decides otherwise.
 out = Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 132)
 err = Console(stderr=True, highlight=False)
 
-LabOpt = Annotated[Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")]
+LabOpt = console.LabOpt
 ModuleOpt = Annotated[
     str | None,
-    typer.Option("--module", help="PKCS#11 module .so [env CLEFS_PKCS11_MODULE; default SoftHSM2]."),
+    typer.Option(
+        "--module",
+        envvar="CLEFS_PKCS11_MODULE",
+        show_envvar=True,
+        help="PKCS#11 module .so [env CLEFS_PKCS11_MODULE; default SoftHSM2].",
+    ),
 ]
 TokenOpt = Annotated[str, typer.Option("--token", help="Token label.")]
 ShareOpt = Annotated[list[Path], typer.Option("--share", help="An age-encrypted share file (repeat).")]
@@ -118,6 +125,8 @@ ExpectSignerOpt = Annotated[
     str | None,
     typer.Option(
         "--expect-signer",
+        envvar="CLEFS_EXPECT_SIGNER",
+        show_envvar=True,
         help="Fingerprint (hex) of the signer you witnessed; refuse anything else [env CLEFS_EXPECT_SIGNER].",
     ),
 ]
@@ -792,12 +801,13 @@ def main() -> None:
     """
     os.umask(0o077)
     try:
-        app()  # standalone: usage errors print and exit 2, Ctrl-C exits 1
+        code = console.run(app)  # usage errors: one line, exit 2; Ctrl-C: exit 1
     except errors.ClefsError as exc:
         console.print_error(exc)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: still one line, never a traceback (CLEFS_DEBUG=1 shows it)
         sys.exit(console.unexpected(exc))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

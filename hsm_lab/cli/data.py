@@ -18,19 +18,14 @@ from hsm_lab.datapath.store import OUTPUTS_NAME, DataPath, parse_classes
 from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import atomic_write_bytes
 
-app = typer.Typer(
-    help="Data path: put/get records per data class (envelope-encrypted, SSE-KMS, HTTPS).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = console.new_app("Data path: put/get records per data class (envelope-encrypted, SSE-KMS, HTTPS).")
 _out = console.out
 _err = console.err
 
 ClassOpt = Annotated[str, typer.Option("--class", "-c", help="Data class, e.g. health-documents.")]
 IdOpt = Annotated[str, typer.Option("--id", help="Record id (A-Z a-z 0-9 . _ -, max 128).")]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="Region [default: the stack's primary].")]
-LabOpt = Annotated[Path | None, typer.Option("--lab", help="Lab directory [env CLEFS_LAB; default ./lab].")]
+LabOpt = console.LabOpt
 OutputsOpt = Annotated[
     Path | None, typer.Option("--outputs", help=f"Stack outputs JSON [default: <lab>/{OUTPUTS_NAME}].")
 ]

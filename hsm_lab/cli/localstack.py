@@ -28,17 +28,17 @@ from hsm_lab.aws.localstack import (
 )
 from hsm_lab.cli import console
 
-app = typer.Typer(
-    help="LocalStack (S3, KMS) for the lab: host mode on loopback, or one already running.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = console.new_app("LocalStack (S3, KMS) for the lab: host mode on loopback, or one already running.")
 _out = console.out
 _err = console.err
 
 LabOption = typer.Option(
-    None, "--lab", help="Lab directory (default: $CLEFS_LAB or ./lab).", show_default=False
+    None,
+    "--lab",
+    envvar="CLEFS_LAB",
+    show_envvar=True,
+    help="Lab directory [default: ./lab].",
+    show_default=False,
 )
 
 

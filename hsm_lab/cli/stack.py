@@ -21,10 +21,7 @@ from infra.deploy import (
     up,
 )
 
-app = typer.Typer(
-    help="Deploy the Clefs stacks with the Pulumi Automation API (local file backend).",
-    no_args_is_help=True,
-)
+app = console.new_app("Deploy the Clefs stacks with the Pulumi Automation API (local file backend).")
 StackArg = Annotated[str, typer.Argument(help="Stack name: localstack, aws-example, ...")]
 EndpointOpt = Annotated[
     str | None, typer.Option(help="Override clefs:endpoint (LocalStack URL) for this stack.")
