@@ -22,16 +22,12 @@ import pytest
 
 from hsm_lab.aws import localstack as ls
 from hsm_lab.aws.localstack import LocalStack, LocalStackError
+from tests.support import free_port
 
 HOME_REGION = "eu-west-3"
 REPLICA_REGION = "eu-central-1"
 ENV_VARS = ("CLEFS_LOCALSTACK_ENDPOINT", "AWS_ENDPOINT_URL", "LOCALSTACK_HOST", "USE_SSL")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import psutil
+
 from hsm_lab.errors import ClefsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -588,41 +590,37 @@ def _alive(pid: int) -> bool:
     if child is not None:
         return child.poll() is None
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
         return False
-    return state not in ("Z", "X")
 
 
 def _is_our_localstack(pid: int, data_dir: Path) -> bool:
     """True only if `pid` runs localstack.runtime.main with this lab's data directory."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+        environ = process.environ()
+    except psutil.Error:
         return False
-    if RUNTIME_MODULE.encode() not in cmdline:
+    if RUNTIME_MODULE not in cmdline:
         return False
-    return f"FILESYSTEM_ROOT={data_dir}".encode() in environ
+    return environ.get("FILESYSTEM_ROOT") == str(data_dir)
 
 
 def _rss_bytes(pid: int) -> int | None:
     """Resident memory of `pid` and its descendants (LocalStack may spawn helpers)."""
-    total, seen, todo = 0, set(), [pid]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for process in processes:
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
+            total += process.memory_info().rss
+        except psutil.Error:
             continue
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        total += int(match[1]) * 1024 if match else 0
-        todo += [int(child) for child in children]
     return total or None
 
 

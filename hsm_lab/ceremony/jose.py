@@ -2,9 +2,10 @@
 
 Manifests and the transcript head are signed as JWS with a detached payload
 (RFC 7515 appendix F) over the JSON Canonicalization Scheme form (RFC 8785)
-of the document: any JOSE library can check them. Our documents hold only
-strings, integers, booleans, lists and objects, for which sorted keys, no
-whitespace and UTF-8 is exactly JCS.
+of the document: any JOSE library can check them. JCS comes from the `rfc8785`
+package; for our documents (ASCII keys, integers within 2^53) it gives the same
+bytes as the sorted-keys form used before, so older signatures still verify
+(tests/ceremony/test_canonical_json.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 from typing import Any
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,10 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 
 def canonical_json(document: Any) -> bytes:
-    """RFC 8785 form for float-free documents."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """RFC 8785 (JCS) form; an integer beyond 2^53 or a NaN raises ValueError, never rounds."""
+    try:
+        return rfc8785.dumps(document)
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"not canonicalisable as RFC 8785 JSON: {exc}") from None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsm_lab.cli import main
+from tests.support import free_port
 
 HOSTILE = st.one_of(
     st.sampled_from(
@@ -37,7 +37,7 @@ HOSTILE = st.one_of(
 )
 HOSTILE_BYTES = st.one_of(
     HOSTILE.map(lambda s: s.encode("utf-8", "surrogateescape")),
-    st.sampled_from([b"\xff\xfe\x00[/x]", b"[[custodian]]\nname = \"[/x]\"\nrecipient = \"[red]\"\n"]),
+    st.sampled_from([b"\xff\xfe\x00[/x]", b'[[custodian]]\nname = "[/x]"\nrecipient = "[red]"\n']),
 )
 
 V, F = "{value}", "{file}"
@@ -65,9 +65,7 @@ COMMANDS = [
 
 
 def _unreachable() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("typer", "rich", "
 print(len(names), leaked[:5])
 """
 
+
 def test_no_domain_module_imports_typer_or_rich() -> None:
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     count, leaked = result.stdout.split(" ", 1)
