@@ -53,7 +53,7 @@ from hsm_lab.errors import ClefsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_NAME = ".venv-localstack"
-# Exactly what localstack-core 2026.3.0 needs to run in host mode (see shared FIELD-NOTES).
+# Exactly what localstack-core 2026.3.0 needs to run in host mode (docs/localstack.md, "How it starts").
 PINS: tuple[str, ...] = (
     "localstack-core[runtime]==2026.3.0",
     "service-identity==24.2.0",
