@@ -2,7 +2,7 @@
 
 import pulumi
 
-from infra.stack import build
+from infra.program.stack import build
 
 for _name, _value in build().items():
     pulumi.export(_name, _value)

@@ -49,10 +49,10 @@ def verification_figures(entries: int, committed_every: int, runs: int = 7) -> N
     import pyrage
 
     from hsm_lab import ceremony
-    from hsm_lab.custodians import Custodian
+    from hsm_lab.ceremony.custodians import Custodian
+    from hsm_lab.ceremony.record import Record, verify_lab
     from hsm_lab.hsm import HSM
     from hsm_lab.lab import PRIMARY_TOKEN, Lab
-    from hsm_lab.record import Record, verify_lab
 
     with tempfile.TemporaryDirectory(prefix="clefs-bench-") as tmp:
         lab = Lab(Path(tmp) / "lab")

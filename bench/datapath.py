@@ -43,9 +43,9 @@ from cryptography import __version__ as cryptography_version
 from cryptography.hazmat.backends.openssl import backend
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hsm_lab import localstack as ls
+from hsm_lab.aws import localstack as ls
 from hsm_lab.datapath import ClientFactory, DataPath, localstack_clients
-from hsm_lab.envelope import EnvelopeCrypter
+from hsm_lab.datapath.envelope import EnvelopeCrypter
 
 REGION = "eu-west-3"
 CLASS = "appointments"

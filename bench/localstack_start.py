@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hsm_lab import localstack as ls
+from hsm_lab.aws import localstack as ls
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from typing import Any
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.data_classes import DEFAULT_DATA_CLASSES, to_config  # noqa: E402
+from infra.model.data_classes import DEFAULT_DATA_CLASSES, to_config  # noqa: E402
 
 
 def data_classes(n: int) -> list[dict[str, object]]:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     calls = "--calls" in argv
     sizes = [int(a) for a in argv if a != "--calls"] or [3, 30, 300]
     t0 = time.perf_counter()
-    from infra.testing import run_program  # pulumi, pulumi_aws and the components
+    from infra.mocks import run_program  # pulumi, pulumi_aws and the components
 
     imports = time.perf_counter() - t0
     t0 = time.perf_counter()

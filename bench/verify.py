@@ -22,11 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hsm_lab import envelope
-from hsm_lab import localstack as ls
+from hsm_lab.aws import localstack as ls
+from hsm_lab.aws.deployment import lab_account, localstack_clients
 from hsm_lab.compliance import assess
-from hsm_lab.deployment import lab_account, localstack_clients
-from infra.localstack_apply import apply
+from hsm_lab.datapath import envelope
+from infra.harness import apply
 
 GOAL_SECONDS = 10.0
 

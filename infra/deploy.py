@@ -1,9 +1,9 @@
 """Deploy entry point (Pulumi Automation API, local file backend): up, preview, destroy, outputs.
 
-    python -m infra.deploy up localstack --endpoint http://127.0.0.1:4566
-    python -m infra.deploy outputs localstack
+    hsm-lab stack up localstack --endpoint http://127.0.0.1:4566
+    hsm-lab stack outputs localstack
 
-`app` is a typer sub-app (mounted by the lab CLI as `hsm-lab stack ...`). The Automation API
+The commands are `hsm_lab/cli/stack.py` (the CLI layer); this module has no Typer. The Automation API
 drives the Pulumi CLI; where it is not installed every command stops with one line saying how
 to install it. State lives in <repo>/.pulumi (file backend, git-ignored); stack configs hold no
 secrets, so an empty passphrase is used unless PULUMI_CONFIG_PASSPHRASE(_FILE) is set.
@@ -11,15 +11,12 @@ secrets, so an empty passphrase is used unless PULUMI_CONFIG_PASSPHRASE(_FILE) i
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pulumi import automation as auto
@@ -152,82 +149,3 @@ def outputs(target: Target) -> dict[str, Any]:
     """The stack's current outputs."""
     stack = select_stack(target)
     return {k: v.value for k, v in _run(stack.outputs).items()}
-
-
-# -- typer sub-app --------------------------------------------------------------------------
-app = typer.Typer(
-    help="Deploy the Clefs stacks with the Pulumi Automation API (local file backend).",
-    no_args_is_help=True,
-)
-StackArg = Annotated[str, typer.Argument(help="Stack name: localstack, aws-example, ...")]
-EndpointOpt = Annotated[
-    str | None, typer.Option(help="Override clefs:endpoint (LocalStack URL) for this stack.")
-]
-PolicyOpt = Annotated[bool, typer.Option("--policy/--no-policy", help="Enforce the policy pack.")]
-BackendOpt = Annotated[Path, typer.Option(help="Directory of the local file backend.")]
-
-
-def _target(stack: str, endpoint: str | None, policy: bool, backend: Path) -> Target:
-    config = {"clefs:endpoint": endpoint} if endpoint else {}
-    return Target(
-        stack=stack,
-        backend_dir=backend,
-        config=config,
-        policy_pack=POLICY_PACK_DIR if policy else None,
-    )
-
-
-def _cli(step: Callable[[], Any]) -> Any:
-    try:
-        return step()
-    except DeployError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-@app.command("up")
-def up_cmd(
-    stack: StackArg = "localstack",
-    endpoint: EndpointOpt = None,
-    policy: PolicyOpt = True,
-    backend: BackendOpt = DEFAULT_BACKEND_DIR,
-) -> None:
-    """Create or update the stack, then print its outputs as JSON."""
-    result = _cli(lambda: up(_target(stack, endpoint, policy, backend)))
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
-
-
-@app.command("preview")
-def preview_cmd(
-    stack: StackArg = "localstack",
-    endpoint: EndpointOpt = None,
-    policy: PolicyOpt = True,
-    backend: BackendOpt = DEFAULT_BACKEND_DIR,
-) -> None:
-    """Show what `up` would change."""
-    summary = _cli(lambda: preview(_target(stack, endpoint, policy, backend)))
-    typer.echo(json.dumps(summary, sort_keys=True))
-
-
-@app.command("destroy")
-def destroy_cmd(
-    stack: StackArg = "localstack",
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    backend: BackendOpt = DEFAULT_BACKEND_DIR,
-) -> None:
-    """Delete every resource of the stack (KMS keys are scheduled for deletion)."""
-    if not yes:
-        typer.confirm(f"Destroy every resource of stack {stack!r}?", abort=True)
-    summary = _cli(lambda: destroy(_target(stack, None, False, backend)))
-    typer.echo(json.dumps(summary, sort_keys=True))
-
-
-@app.command("outputs")
-def outputs_cmd(stack: StackArg = "localstack", backend: BackendOpt = DEFAULT_BACKEND_DIR) -> None:
-    """Print the stack outputs as JSON."""
-    result = _cli(lambda: outputs(_target(stack, None, False, backend)))
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
-
-
-if __name__ == "__main__":
-    app()

@@ -28,7 +28,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.testing import PROVIDER_TYPE, STACK_TYPE, RecordedResource, Recording, run_program
+from infra.mocks import PROVIDER_TYPE, STACK_TYPE, RecordedResource, Recording, run_program
 from policy.rules import all_policies
 
 

@@ -26,7 +26,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.data_classes import (
+from infra.model.data_classes import (
     COPY_PRIMARY,
     COPY_REPLICA,
     ENCRYPTION_CONTEXT_KEY,

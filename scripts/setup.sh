@@ -41,5 +41,5 @@ fi
 
 # LocalStack runs in its own venv on Python >= 3.12 (idempotent: a stamp skips it when up to date).
 if [ "${CLEFS_SKIP_LOCALSTACK_VENV:-0}" != "1" ] && [ -z "${CLEFS_LOCALSTACK_ENDPOINT:-}" ]; then
-  .venv/bin/python -c "from hsm_lab.localstack import ensure_venv; ensure_venv()"
+  .venv/bin/python -c "from hsm_lab.aws.localstack import ensure_venv; ensure_venv()"
 fi

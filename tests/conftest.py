@@ -19,12 +19,14 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from hsm_lab import ceremony, shares
-from hsm_lab.custodians import Custodian
+from hsm_lab import ceremony
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.manifest import SignedManifest
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import PRIMARY_TOKEN, Lab
-from hsm_lab.manifest import SignedManifest
-from hsm_lab.shares import Share
+from tests.support import is_caller_variable
 
 pytest_plugins = ["tests.localstack_fixture"]  # the session `localstack` fixture
 
@@ -155,3 +157,27 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+SLOW_MODULES = (
+    "test_crash",
+    "test_byok_crash",
+    "test_walkthrough",
+    "test_rehearse_full",
+    "test_docs_commands",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Isolate the suite from the caller's AWS/LocalStack variables (subprocesses inherit this)."""
+    for name in [n for n in os.environ if is_caller_variable(n)]:
+        del os.environ[name]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m "not localstack"` / `-m "not slow"`: markers from the fixtures and modules used."""
+    for item in items:
+        if "localstack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.localstack)
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

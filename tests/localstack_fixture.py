@@ -15,18 +15,12 @@ trusted. Usage::
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from hsm_lab.localstack import ENDPOINT_ENV, LocalStack, LocalStackError, connect, start, stop
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from hsm_lab.aws.localstack import ENDPOINT_ENV, LocalStack, LocalStackError, connect, start, stop
+from tests.support import free_port
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hsm_lab import ceremony, errors, shares
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import shares
 from tests.conftest import Dealt
 
 pytestmark = pytest.mark.skipif(shutil.which("age") is None, reason="the age tool is not installed")

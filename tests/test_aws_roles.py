@@ -16,7 +16,8 @@ from botocore.stub import ANY, Stubber
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from hsm_lab import aws_access, errors
+from hsm_lab import errors
+from hsm_lab.aws import access as aws_access
 from hsm_lab.byok import Byok, ByokError
 from hsm_lab.lab import PRIMARY_TOKEN
 from tests.conftest import LabUnderTest, deal, make_lab
@@ -278,8 +279,8 @@ def test_expiry_outside_awss_limit_is_refused_before_anything(
 @pytest.fixture
 def deployed_lab(tmp_path: Path) -> Path:
     """A lab holding stack outputs (from the program under mocks): what --aws commands read first."""
-    from hsm_lab.deployment import save_outputs
-    from infra.testing import run_program
+    from hsm_lab.aws.deployment import save_outputs
+    from infra.mocks import run_program
 
     lab = tmp_path / "lab"
     save_outputs(lab / "stack-outputs.json", run_program(stack="prod").outputs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hsm_lab import record
+from hsm_lab.ceremony import record
 from tests.conftest import Dealt
 
 THREAT_MODEL = Path(__file__).resolve().parents[1] / "docs" / "threat-model.md"

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from pkcs11 import Attribute, ObjectClass
 
+from hsm_lab.aws.deployment import localstack_clients
 from hsm_lab.byok import Byok
-from hsm_lab.deployment import localstack_clients
+from hsm_lab.ceremony.record import Record
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
-from hsm_lab.record import Record
 from tests.conftest import LabUnderTest, deal, make_lab
 
 SCRIPT = """
 import os, sys
 from pathlib import Path
 from hsm_lab.byok import Byok
-from hsm_lab.deployment import localstack_clients
+from hsm_lab.aws.deployment import localstack_clients
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
 lab = Lab(Path(sys.argv[1]))

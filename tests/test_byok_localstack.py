@@ -15,11 +15,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from hsm_lab import ceremony, errors
+from hsm_lab.aws.deployment import class_key_arns, localstack_clients
 from hsm_lab.byok import Byok, ByokError
 from hsm_lab.compliance import assess
-from hsm_lab.deployment import class_key_arns, localstack_clients
 from hsm_lab.lab import PRIMARY_TOKEN
-from infra.localstack_apply import HarnessError, LocalStackMocks, apply
+from infra.harness import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def test_compliance_report_reads_live_state_and_names_gaps(deployed, imported, c
 def test_verify_cli_reports_and_exits_non_zero_on_gaps(
     deployed, imported, localstack, run_cli, tmp_path
 ) -> None:
-    from hsm_lab.deployment import save_outputs
+    from hsm_lab.aws.deployment import save_outputs
 
     save_outputs(tmp_path / "outputs.json", deployed["outputs"])
     result = run_cli(
@@ -399,7 +399,7 @@ def fresh_account(localstack, tmp_path) -> tuple[Callable[[str, str], Any], str]
 
 
 def test_a_second_apply_of_the_same_stack_creates_nothing(localstack, tmp_path) -> None:
-    from infra.localstack_apply import summary
+    from infra.harness import summary
 
     client_for, _account = fresh_account(localstack, tmp_path)
     state = tmp_path / "stack-state.json"
@@ -666,7 +666,7 @@ def test_the_record_is_archived_by_the_ceremony_role_and_read_back_against_the_l
     byok_dealt: Dealt, deployed, imported, clients
 ) -> None:
     """Issue 9 item 6: the archive in the Object Lock bucket must be the lab's own record, signed."""
-    from hsm_lab import archive
+    from hsm_lab.ceremony import archive
     from hsm_lab.record import verify_lab
 
     lab = byok_dealt.env.lab

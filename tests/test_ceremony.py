@@ -12,11 +12,12 @@ import pyshamir
 import pytest
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-from hsm_lab import ceremony, errors, shares
-from hsm_lab.custodians import Custodian
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
-from hsm_lab.shares import Share
 from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, LabUnderTest, deal
 
 

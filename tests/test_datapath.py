@@ -25,11 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hsm_lab import datapath as dp
-from hsm_lab import envelope as env
+from hsm_lab.aws.deployment import TlsPin, localstack_clients
+from hsm_lab.aws.localstack import LocalStack
+from hsm_lab.ceremony.jose import canonical_json
+from hsm_lab.cli import data as data_cli
 from hsm_lab.datapath import DataPath, DataPathError, EndToEndError, RecordNotFound
-from hsm_lab.encoding import canonical_json
-from hsm_lab.envelope import (
+from hsm_lab.datapath import envelope as env
+from hsm_lab.datapath import store as dp
+from hsm_lab.datapath.envelope import (
     CacheLimits,
     DataKey,
     DataKeyCache,
@@ -37,7 +40,6 @@ from hsm_lab.envelope import (
     RecordAuthenticationError,
 )
 from hsm_lab.errors import ClefsError, InputError
-from hsm_lab.localstack import LocalStack
 
 HOME, REPLICA = "eu-west-3", "eu-central-1"
 CLASSES = {"health-documents": True, "appointments": False, "administrative": False}
@@ -49,7 +51,7 @@ class Deployment:
     lab: Path
     classes: dict[str, Any]  # shaped like the Pulumi stack output `classes`
     factory: dp.ClientFactory
-    pin: dp.TlsPin
+    pin: TlsPin
 
     def datapath(self, **kwargs: Any) -> DataPath:
         return DataPath(self.factory, self.classes, **kwargs)
@@ -96,7 +98,7 @@ def deployment(localstack: LocalStack, tmp_path_factory: pytest.TempPathFactory)
             # Extra keys as in the real stack output: must be ignored.
             regions[region] = {"key_arn": arn, "bucket": bucket, "key_id": key["KeyId"], "alias": "alias/x"}
         classes[name] = {"end_to_end": e2e, "protection": ["at-rest"], "regions": regions}
-    factory, pin = dp.localstack_clients(localstack.endpoint, lab, ca=localstack.ca)
+    factory, pin = localstack_clients(localstack.endpoint, lab, ca=localstack.ca)
     return Deployment(localstack, lab, classes, factory, pin)
 
 
@@ -536,7 +538,7 @@ def test_https_with_the_pinned_certificate_only(deployment: Deployment) -> None:
 
 
 def test_context_key_matches_the_key_policies() -> None:
-    data_classes = pytest.importorskip("infra.data_classes")
+    data_classes = pytest.importorskip("infra.model.data_classes")
     assert env.CONTEXT_KEY == data_classes.ENCRYPTION_CONTEXT_KEY
 
 
@@ -676,7 +678,7 @@ def test_cli_put_get(
     stranger.write_text(f"{people['stranger']}\n")
 
     def run(*args: str) -> Any:
-        return runner.invoke(dp.app, [*args, *common])
+        return runner.invoke(data_cli.app, [*args, *common])
 
     done = run("put", "--class", "appointments", "--id", "cli-1", "--file", str(note))
     assert done.exit_code == 0, done.output

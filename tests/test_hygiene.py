@@ -10,7 +10,7 @@ import pyrage
 import pytest
 
 from hsm_lab import errors
-from hsm_lab.custodians import Custodian, check_distinct, parse_custodians
+from hsm_lab.ceremony.custodians import Custodian, check_distinct, parse_custodians
 from hsm_lab.lab import RECOVERY_TOKEN
 from tests.conftest import LabUnderTest
 

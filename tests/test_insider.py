@@ -18,12 +18,13 @@ import pyrage
 import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from hsm_lab import ceremony, errors, record
-from hsm_lab.custodians import Custodian
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import record, steps
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.manifest import load_manifest, sign_manifest
+from hsm_lab.ceremony.record import Record, verify_lab
+from hsm_lab.ceremony.transcripts import entry_hash, sign_head
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab
-from hsm_lab.manifest import load_manifest, sign_manifest
-from hsm_lab.record import Record, verify_lab
-from hsm_lab.transcript import entry_hash, sign_head
 from tests.conftest import NAMES, Dealt, LabUnderTest, copy_lab, deal
 
 EVIL_PIN = "attacker-pin-0001"
@@ -153,7 +154,7 @@ def test_a_share_set_dealt_by_the_attacker_is_never_imported(
         deal_ = ceremony.Deal(
             "cer-20260101T000000Z-0badc0de", ceremony.python_kcv(key), MASTER_LABEL, custodians, 4, {}, [], []
         )
-        forged = ceremony._deal(shadow.lab, session, key, deal_)
+        forged = steps._deal(shadow.lab, session, key, deal_)
     shutil.copytree(shadow.lab.ceremony_dir(forged.ceremony_id), copied.lab.ceremony_dir(forged.ceremony_id))
     copied.lab.set_current_ceremony(forged.ceremony_id)
     opened: list[str] = []

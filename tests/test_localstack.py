@@ -20,18 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from hsm_lab import localstack as ls
-from hsm_lab.localstack import LocalStack, LocalStackError
+from hsm_lab.aws import localstack as ls
+from hsm_lab.aws.localstack import LocalStack, LocalStackError
+from tests.support import free_port
 
 HOME_REGION = "eu-west-3"
 REPLICA_REGION = "eu-central-1"
 ENV_VARS = ("CLEFS_LOCALSTACK_ENDPOINT", "AWS_ENDPOINT_URL", "LOCALSTACK_HOST", "USE_SSL")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -163,7 +159,7 @@ def test_unreachable_endpoint_is_one_line_error(clean_env: pytest.MonkeyPatch, t
     assert not (tmp_path / "localstack").exists()  # nothing started for an explicit endpoint
 
     cli = subprocess.run(
-        [sys.executable, "-c", "from hsm_lab.localstack import app; app()", "start", "--lab", str(tmp_path)],
+        [sys.executable, "-m", "hsm_lab", "localstack", "start", "--lab", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -364,7 +360,7 @@ def test_a_server_with_another_certificate_is_refused(localstack: LocalStack, tm
     import threading
 
     from hsm_lab import errors
-    from hsm_lab.deployment import pin_localstack_tls
+    from hsm_lab.aws.deployment import pin_localstack_tls
 
     impostor_lab = tmp_path / "impostor"
     ls.ensure_tls(impostor_lab)  # a perfectly valid CA and server certificate, but not ours
@@ -404,7 +400,7 @@ def test_no_pin_without_a_known_ca(
     localstack: LocalStack, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     from hsm_lab import errors
-    from hsm_lab.deployment import pin_localstack_tls
+    from hsm_lab.aws.deployment import pin_localstack_tls
 
     clean_env.delenv(ls.CA_ENV, raising=False)
     with pytest.raises(errors.ClefsError, match="cannot pin LocalStack's TLS certificate"):

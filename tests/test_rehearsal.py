@@ -9,7 +9,8 @@ from pathlib import Path
 import pyshamir
 import pytest
 
-from hsm_lab import ceremony, shares
+from hsm_lab import ceremony
+from hsm_lab.ceremony import shares
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import PRIMARY_TOKEN
 from hsm_lab.rehearsal import Rehearsal, rehearse

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
-from hsm_lab import ceremony, localstack
+from hsm_lab import ceremony
+from hsm_lab.aws import localstack
 from hsm_lab.lab import Lab
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import free_port
 
 
 def test_full_rehearsal_on_the_session_localstack(localstack, run_cli, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsm_lab import errors, shares
-from hsm_lab.ceremony import quorum_weaknesses
-from hsm_lab.custodians import Custodian, parse_custodians
-from hsm_lab.shares import Share
+from hsm_lab import errors
+from hsm_lab.ceremony import quorum_weaknesses, shares
+from hsm_lab.ceremony.custodians import Custodian, parse_custodians
+from hsm_lab.ceremony.shares import Share
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hsm_lab import errors
+from hsm_lab.ceremony.manifest import parse_manifest
+from hsm_lab.ceremony.record import Record, lab_transcript, verify_lab
+from hsm_lab.ceremony.transcripts import Transcript, Verified
 from hsm_lab.lab import PRIMARY_TOKEN, Lab
-from hsm_lab.manifest import parse_manifest
-from hsm_lab.record import Record, lab_transcript, verify_lab
-from hsm_lab.transcript import Transcript, Verified
 from tests.conftest import Dealt
 
 
@@ -62,7 +62,7 @@ def edit_params(entries: list[dict]) -> list[dict]:
 
 
 def edit_and_rehash(entries: list[dict]) -> list[dict]:
-    from hsm_lab.transcript import entry_hash
+    from hsm_lab.ceremony.transcripts import entry_hash
 
     entries[1]["actor"] = "mallory"
     entries[1]["hash"] = entry_hash(entries[1])

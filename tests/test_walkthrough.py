@@ -12,19 +12,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import subprocess
 from pathlib import Path
 
-from hsm_lab import localstack as ls
+from hsm_lab.aws import localstack as ls
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def readme_blocks() -> list[str]:

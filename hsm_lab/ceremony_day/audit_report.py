@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hsm_lab import errors
-from hsm_lab.encoding import key_id
+from hsm_lab.ceremony.jose import key_id
 from hsm_lab.fs import atomic_write_text
 from hsm_lab.lab import Lab
 from hsm_lab.record import RecordState, fingerprint_words, grouped, verify_lab
@@ -120,8 +120,10 @@ def pyramid_svg(state: RecordState, compliance: dict[str, Any] | None) -> str:
         {r["data_class"] for r in (compliance or {}).get("rows", [])}
     )
     scanned: dict[str, int] = {}
-    for row in (compliance or {}).get("rows", []):
-        scanned[row["data_class"]] = scanned.get(row["data_class"], 0) + int(row.get("objects_scanned", 0))
+    for cell_row in (compliance or {}).get("rows", []):
+        scanned[cell_row["data_class"]] = scanned.get(cell_row["data_class"], 0) + int(
+            cell_row.get("objects_scanned", 0)
+        )
     box_w, gap = 190, 12
     width = max(len(l1), len(classes), len(l0), 1) * (box_w + gap) + gap
     parts: list[str] = []

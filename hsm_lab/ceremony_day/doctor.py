@@ -125,7 +125,7 @@ def check_tokens(lab: Lab, module: str | None, token: str, pin: str | None) -> l
 
 
 def check_endpoint(endpoint: str | None) -> Check:
-    from hsm_lab import localstack
+    from hsm_lab.aws import localstack
 
     url = (
         endpoint or os.environ.get(localstack.ENDPOINT_ENV) or f"https://127.0.0.1:{localstack.DEFAULT_PORT}"
@@ -140,7 +140,7 @@ def check_endpoint(endpoint: str | None) -> Check:
 
 
 def check_outputs(lab: Lab) -> Check:
-    from hsm_lab.deployment import load_outputs, outputs_path
+    from hsm_lab.aws.deployment import load_outputs, outputs_path
 
     path = outputs_path(lab.root)
     if not path.is_file():

@@ -55,8 +55,8 @@ from typing import Any
 import pyrage
 
 from hsm_lab import ceremony, errors, shares
+from hsm_lab.ceremony.jose import b64, b64_decode
 from hsm_lab.custodians import Custodian, check_name, load_identities
-from hsm_lab.encoding import b64, b64_decode
 from hsm_lab.fs import wipe
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
@@ -336,7 +336,7 @@ class CeremonySession:
     def _wipe(self) -> None:
         if self.quorum is not None:
             self.quorum.wipe()
-        self._identity = None  # type: ignore[assignment] - pyrage keeps it in Rust memory until freed
+        self._identity = None  # pyrage keeps it in Rust memory until freed
 
     # one connection
     def _handle(self, conn: socket.socket) -> None:
@@ -703,7 +703,8 @@ def hello(lab: Lab, nonce: str) -> dict[str, Any]:
             f"the session in {lab.root} has nonce {show_nonce(actual)}, not the {show_nonce(wanted)} you "
             "were given: it is not the session your witnesses saw; do not present to it"
         )
-    return reply["state"]
+    state: dict[str, Any] = reply["state"]
+    return state
 
 
 def needs_passphrase(share_file: Path) -> bool:
@@ -765,4 +766,5 @@ def cancel(lab: Lab, nonce: str) -> dict[str, Any]:
 
 
 def status(lab: Lab) -> dict[str, Any]:
-    return request(lab, {"op": "status"})["state"]
+    state: dict[str, Any] = request(lab, {"op": "status"})["state"]
+    return state

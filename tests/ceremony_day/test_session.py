@@ -18,8 +18,8 @@ import pyrage
 import pytest
 
 from hsm_lab import ceremony
+from hsm_lab.ceremony.jose import b64
 from hsm_lab.ceremony_day import session as day_session
-from hsm_lab.encoding import b64
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
 from hsm_lab.record import verify_lab
 from tests.ceremony_day.conftest import REPO, day_cmd, day_env, run_day

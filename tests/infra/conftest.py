@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from infra.testing import Recording, run_program
+from infra.mocks import Recording, run_program
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulumi_aws.*")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pulumi
 
-from infra.keys import IMPORT_OWNED
-from infra.stack import build
-from infra.testing import Recording, run_program
+from infra.mocks import Recording, run_program
+from infra.program.keys import IMPORT_OWNED
+from infra.program.stack import build
 
 EXTERNAL_KEY = "aws:kms/externalKey:ExternalKey"
 REPLICA_KEY = "aws:kms/replicaExternalKey:ReplicaExternalKey"
@@ -92,7 +92,7 @@ def test_the_auditor_role_reads_and_cannot_decrypt() -> None:
 def test_alarms_watch_policy_changes_material_deletion_and_expiry_in_both_regions() -> None:
     import json
 
-    from infra.alarms import EXPIRATION_DETAIL_TYPE, KMS_API_EVENTS
+    from infra.program.alarms import EXPIRATION_DETAIL_TYPE, KMS_API_EVENTS
 
     recording = run_program()
     topics = recording.of_type("aws:sns/topic:Topic")

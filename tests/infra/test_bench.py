@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from infra.data_classes import parse_data_classes
+from infra.model.data_classes import parse_data_classes
 
 REPO = Path(__file__).resolve().parents[2]
 

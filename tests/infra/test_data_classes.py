@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.data_classes import (
+from infra.model.data_classes import (
     DEFAULT_DATA_CLASSES,
     ENCRYPTION_CONTEXT_KEY,
     NAME_MAX,
@@ -19,7 +19,7 @@ from infra.data_classes import (
     parse_data_classes,
     to_config,
 )
-from infra.settings import settings_from_mapping
+from infra.model.settings import settings_from_mapping
 
 
 def test_defaults_are_the_three_platform_classes() -> None:
@@ -127,6 +127,9 @@ def test_any_accepted_name_is_safe_for_bucket_names_and_aliases(name: str) -> No
 
 
 def test_module_does_not_import_pulumi() -> None:
-    code = "import sys, infra.data_classes, infra.settings, infra.documents; print('pulumi' in sys.modules)"
+    code = (
+        "import sys, infra.model.data_classes, infra.model.settings, infra.program.documents;"
+        " print('pulumi' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

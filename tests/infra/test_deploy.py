@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from hsm_lab.cli import stack as stack_cli
 from infra import deploy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_cli_found_on_path_or_in_pulumi_home(no_cli: Path, monkeypatch: pytest.M
     [["up", "localstack"], ["preview", "aws-example"], ["destroy", "localstack", "--yes"], ["outputs"]],
 )
 def test_typer_commands_exit_1_with_one_line(no_cli: Path, argv: list[str]) -> None:
-    result = CliRunner().invoke(deploy.app, [*argv, "--backend", str(no_cli / "state")])
+    result = CliRunner().invoke(stack_cli.app, [*argv, "--backend", str(no_cli / "state")])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Pulumi CLI not found: install it with")
@@ -75,7 +76,7 @@ def test_typer_commands_exit_1_with_one_line(no_cli: Path, argv: list[str]) -> N
 def test_module_entry_point_exits_non_zero_without_cli(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path), "PULUMI_HOME": str(tmp_path / "home")}
     result = subprocess.run(
-        [sys.executable, "-m", "infra.deploy", "up", "localstack", "--backend", str(tmp_path / "state")],
+        [sys.executable, "-m", "hsm_lab", "stack", "up", "localstack", "--backend", str(tmp_path / "state")],
         cwd=REPO,
         env=env,
         capture_output=True,

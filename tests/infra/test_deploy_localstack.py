@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra import deploy
-from infra.data_classes import DEFAULT_DATA_CLASSES
+from infra.model.data_classes import DEFAULT_DATA_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"

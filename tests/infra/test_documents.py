@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import documents
+from infra.program import documents
 from policy.iam import ALLOW, DENY, IMPLICIT_DENY, Request, evaluate
 from policy.rules import key_policy_findings, sse_kms_put_problems, tls_problems
 

@@ -20,9 +20,10 @@ from pulumi_policy import (
     ResourceValidationArgs,
 )
 
-from infra import data_classes, documents
-from infra.stack import build
-from infra.testing import Recording, run_program
+from infra.mocks import Recording, run_program
+from infra.model import data_classes
+from infra.program import documents
+from infra.program.stack import build
 from policy import rules
 from policy.offline import Violation, check, main, resource_args
 

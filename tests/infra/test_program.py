@@ -13,11 +13,7 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
-from infra import documents
-from infra.data_classes import DEFAULT_DATA_CLASSES
-from infra.settings import ConfigError, settings_from_mapping
-from infra.stack import build
-from infra.testing import (
+from infra.mocks import (
     CALLER_IDENTITY_INVOKE,
     MOCK_ACCOUNT_ID,
     PROVIDER_TYPE,
@@ -29,6 +25,10 @@ from infra.testing import (
     reveal,
     run_program,
 )
+from infra.model.data_classes import DEFAULT_DATA_CLASSES
+from infra.model.settings import ConfigError, settings_from_mapping
+from infra.program import documents
+from infra.program.stack import build
 
 REPO = Path(__file__).resolve().parents[2]
 PRIMARY, REPLICA = "eu-west-3", "eu-central-1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.data_classes import DEFAULT_DATA_CLASSES, DataClass
-from infra.settings import ConfigError, StackSettings, settings_from_mapping
+from infra.model.data_classes import DEFAULT_DATA_CLASSES, DataClass
+from infra.model.settings import ConfigError, StackSettings, settings_from_mapping
 
 
 def test_defaults() -> None:
@@ -97,7 +97,7 @@ def test_names_and_the_deployer_are_checked(config: dict[str, object], stack: st
 
 
 def test_the_deployer_is_the_role_of_the_session_running_pulumi() -> None:
-    from infra.settings import deployer_from_caller
+    from infra.model.settings import deployer_from_caller
 
     assert (
         deployer_from_caller("arn:aws:sts::123456789012:assumed-role/clefs-deployer/alice")

@@ -1,0 +1,1 @@
+"""The AWS side as the lab reaches it: LocalStack's lifecycle, endpoint rules, clients, stack outputs."""

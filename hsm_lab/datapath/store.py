@@ -1,0 +1,536 @@
+"""The data path: put/get records per data class, envelope-encrypted, in the class bucket.
+
+* Every record is a ``clefs.envelope/v2`` (see :mod:`hsm_lab.envelope`): AES-256-GCM under a
+  data key from the class's KMS key, KMS context ``{"data_class": <class>}``, class and record
+  id bound by GCM. Data keys are cached with limits, so KMS is not called per record.
+* It is stored as ``<class>/<record id>`` in the class's bucket of the chosen region with
+  SSE-KMS under the same class key (``BucketKeyEnabled``) and the metadata
+  ``clefs-format`` / ``clefs-e2e``; S3 and KMS are reached over HTTPS only.
+* End-to-end classes (``health-documents``): the plaintext is first encrypted with age to the
+  patient's and the practitioner's X25519 recipients; the platform's roles (KMS + S3) only ever
+  obtain that age ciphertext. :func:`open_document` is what the patient's or practitioner's
+  device runs.
+
+The deployment description is the Pulumi stack output ``classes``:
+``{class: {"end_to_end": bool, "regions": {region: {"key_arn": str, "bucket": str, ...}}}}``
+(other keys are ignored).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyrage
+
+from hsm_lab.aws import deployment
+from hsm_lab.aws.deployment import ClientFactory
+from hsm_lab.datapath import envelope
+from hsm_lab.datapath.envelope import (
+    E2E_AGE,
+    FORMAT,
+    CacheLimits,
+    EnvelopeCrypter,
+    RecordAuthenticationError,
+    check_record_id,
+)
+from hsm_lab.errors import ClefsError, InputError
+
+DEFAULT_REGION = "eu-west-3"
+KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` asks again
+HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER  # enough to read any envelope header
+META_FORMAT = "clefs-format"
+META_E2E = "clefs-e2e"
+E2E_NONE = "none"
+OUTPUTS_NAME = "stack-outputs.json"
+
+Identities = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
+
+
+class DataPathError(ClefsError):
+    """The data path cannot do what was asked (unknown class/region, plain HTTP, S3 failure)."""
+
+
+class RecordNotFound(DataPathError):
+    """No object for that record in the class bucket."""
+
+
+class KeyNotReady(DataPathError):
+    """The class key is not Enabled with imported material: writing would not be what AWS does."""
+
+
+class RolledBack(DataPathError):
+    """The current S3 version of a record is older than another authentic version of it."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record read back: its plaintext, its authenticated write time and its S3 version."""
+
+    plaintext: bytes
+    written: str
+    version_id: str | None
+    newer_versions: int = 0  # authentic versions written after this one (0: not rolled back)
+
+
+class EndToEndError(ClefsError):
+    """An end-to-end record needs the patient's or practitioner's identity, or this identity is not one."""
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    key_arn: str
+    bucket: str
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    name: str
+    end_to_end: bool
+    regions: Mapping[str, RegionTarget]
+
+
+def parse_classes(classes: object, source: str = "deployment") -> dict[str, ClassTarget]:
+    """The `classes` stack output, checked; extra keys (key_id, alias, ...) are ignored."""
+    if not isinstance(classes, Mapping) or not classes:
+        raise InputError(f"{source}: 'classes' must be a non-empty object of class -> settings")
+    parsed: dict[str, ClassTarget] = {}
+    for name, spec in classes.items():
+        where = f"{source}: class {str(name)[:40]!r}"
+        if not envelope.is_class_name(name):
+            raise InputError(f"{where}: not a class name")
+        if not isinstance(spec, Mapping):
+            raise InputError(f"{where}: settings must be an object")
+        e2e = spec.get("end_to_end", False)
+        regions = spec.get("regions")
+        if not isinstance(e2e, bool):
+            raise InputError(f"{where}: end_to_end must be true or false")
+        if not isinstance(regions, Mapping) or not regions:
+            raise InputError(f"{where}: 'regions' must be a non-empty object of region -> key_arn, bucket")
+        targets: dict[str, RegionTarget] = {}
+        for region, target in regions.items():
+            if not isinstance(target, Mapping) or not all(
+                isinstance(target.get(k), str) and target.get(k) for k in ("key_arn", "bucket")
+            ):
+                raise InputError(f"{where}: region {str(region)[:20]!r} needs string key_arn and bucket")
+            targets[str(region)] = RegionTarget(target["key_arn"], target["bucket"])
+        parsed[name] = ClassTarget(name, e2e, targets)
+    return parsed
+
+
+def load_outputs(path: Path) -> tuple[dict[str, ClassTarget], str | None]:
+    """Read a stack-outputs JSON file: its `classes` (checked) and its `primary_region`."""
+    document = deployment.load_outputs(path)
+    primary = document.get("primary_region")
+    return parse_classes(document["classes"], str(path)), primary if isinstance(primary, str) else None
+
+
+# --------------------------------------------------------------------------- e2e
+
+
+def parse_recipients(recipients: Sequence[str | pyrage.x25519.Recipient]) -> list[pyrage.x25519.Recipient]:
+    parsed: list[pyrage.x25519.Recipient] = []
+    for recipient in recipients:
+        if isinstance(recipient, pyrage.x25519.Recipient):
+            parsed.append(recipient)
+            continue
+        try:
+            parsed.append(pyrage.x25519.Recipient.from_str(str(recipient).strip()))
+        except Exception:
+            raise InputError(f"{str(recipient)[:12]!r}... is not an age X25519 recipient (age1...)") from None
+    return parsed
+
+
+def seal_document(plaintext: bytes, recipients: Sequence[str | pyrage.x25519.Recipient]) -> bytes:
+    """age-encrypt a document to every recipient (each can open it alone)."""
+    parsed = parse_recipients(recipients)
+    if not parsed:
+        raise InputError("an end-to-end document needs at least one recipient (patient, practitioner)")
+    return pyrage.encrypt(bytes(plaintext), parsed)
+
+
+def open_document(sealed: bytes, identity: Identities, name: str = "document") -> bytes:
+    """What the patient's or practitioner's device runs: age-decrypt with their identity."""
+    identities = [identity] if isinstance(identity, pyrage.x25519.Identity) else list(identity)
+    if not identities:
+        raise EndToEndError(f"{name}: no identity given")
+    try:
+        return pyrage.decrypt(sealed, identities)
+    except Exception:
+        raise EndToEndError(f"{name}: this identity cannot open it (not a recipient)") from None
+
+
+# --------------------------------------------------------------------------- data path
+
+
+class DataPath:
+    """Put and get records per data class (library API).
+
+    ``clients(service, region)`` must return HTTPS clients (checked); use
+    :func:`localstack_clients` for the lab, or a role's clients from :mod:`hsm_lab.aws.access`.
+    """
+
+    def __init__(
+        self,
+        clients: ClientFactory,
+        classes: Mapping[str, Any],
+        *,
+        primary_region: str | None = None,
+        limits: CacheLimits | None = None,
+        crypter: EnvelopeCrypter | None = None,
+        reader: ClientFactory | None = None,
+    ) -> None:
+        self.classes = {
+            name: spec if isinstance(spec, ClassTarget) else parse_classes({name: spec})[name]
+            for name, spec in classes.items()
+        }
+        if not self.classes:
+            raise InputError("the deployment describes no data class")
+        self._factory = clients
+        # DescribeKey is the auditor's on AWS (the key policies deny it to the app role, docs/aws.md);
+        # on LocalStack one identity plays both.
+        self._reader = reader or clients
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        first = next(iter(self.classes.values()))
+        self.primary_region = primary_region or (
+            DEFAULT_REGION if DEFAULT_REGION in first.regions else next(iter(first.regions))
+        )
+        self.crypter = crypter or EnvelopeCrypter.with_limits(
+            lambda region: self._client("kms", region), limits
+        )
+        self.key_state_ttl = KEY_STATE_TTL
+        self._key_states: dict[str, tuple[float, str, str]] = {}  # key ARN -> (when, state, origin)
+
+    # -- plumbing
+
+    def _client(self, service: str, region: str) -> Any:
+        with self._lock:
+            client = self._clients.get((service, region))
+            if client is None:
+                client = self._factory(service, region)
+                url = str(getattr(client.meta, "endpoint_url", ""))
+                if not url.lower().startswith("https://"):
+                    raise DataPathError(
+                        f"{service} in {region} would be reached over {url or '?'}: HTTPS only"
+                    )
+                self._clients[(service, region)] = client
+            return client
+
+    def target(self, data_class: str, region: str | None = None) -> tuple[ClassTarget, str, RegionTarget]:
+        spec = self.classes.get(data_class)
+        if spec is None:
+            known = ", ".join(sorted(self.classes))
+            raise InputError(f"unknown data class {data_class[:40]!r}: known are {known}")
+        region = region or self.primary_region
+        where = spec.regions.get(region)
+        if where is None:
+            raise InputError(
+                f"class {data_class} is not deployed in {region[:30]!r}: {', '.join(spec.regions)}"
+            )
+        return spec, region, where
+
+    @staticmethod
+    def object_key(data_class: str, record_id: str) -> str:
+        return f"{data_class}/{check_record_id(record_id)}"
+
+    @property
+    def kms_calls(self) -> Counter[tuple[str, str]]:
+        """KMS calls so far, by (operation, region)."""
+        return Counter(self.crypter.kms_calls)
+
+    def _s3(self, operation: str, region: str, data_class: str, record_id: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client("s3", region), operation)(**kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise RecordNotFound(f"no record {data_class}/{record_id} in {region}") from None
+            raise DataPathError(
+                f"S3 {operation} {data_class}/{record_id} in {region} refused: {code}"
+            ) from None
+        except BotoCoreError as exc:
+            message = " ".join(str(exc).split())[:200]
+            raise DataPathError(
+                f"S3 {operation} {data_class}/{record_id} in {region} failed: {message}"
+            ) from None
+
+    def _key_state(self, key_arn: str, region: str) -> tuple[str, str]:
+        """(KeyState, Origin) from DescribeKey, cached for `key_state_ttl` seconds per process."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        now = time.monotonic()
+        with self._lock:
+            cached = self._key_states.get(key_arn)
+        if cached is not None and now - cached[0] < self.key_state_ttl:
+            return cached[1], cached[2]
+        try:
+            meta = self._reader("kms", region).describe_key(KeyId=key_arn)["KeyMetadata"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            raise KeyNotReady(
+                f"class key {key_arn} cannot be described ({code}); refusing to write"
+            ) from None
+        except BotoCoreError as exc:
+            raise DataPathError(
+                f"KMS DescribeKey {key_arn} failed: {' '.join(str(exc).split())[:160]}"
+            ) from None
+        answer = (str(meta.get("KeyState")), str(meta.get("Origin")))
+        with self._lock:
+            self._key_states[key_arn] = (now, *answer)
+        return answer
+
+    def require_key_ready(self, data_class: str) -> None:
+        """Refuse a class whose key, in any of its regions, is not Enabled with its material.
+
+        On AWS a PendingImport key refuses GenerateDataKey; LocalStack does not always (a late
+        replica even works without material, docs/localstack.md), so the data path asks first.
+        Every region counts: S3 replication writes the replica under the replica key.
+        """
+        spec = self.classes.get(data_class)
+        if spec is None:
+            self.target(data_class)  # the usual "unknown data class" error
+            return
+        for region, where in spec.regions.items():
+            state, origin = self._key_state(where.key_arn, region)
+            if state == "Enabled":
+                continue
+            why = "no key material imported" if state == "PendingImport" else f"key state {state}"
+            hint = (
+                f"run `hsm-lab byok import --class {data_class}` first"
+                if origin == "EXTERNAL"
+                else "enable it first"
+            )
+            raise KeyNotReady(
+                f"class {data_class}: its key in {region} is not usable ({why}); {hint}; refusing to write"
+            )
+
+    # -- API
+
+    def put(
+        self,
+        data_class: str,
+        record_id: str,
+        plaintext: bytes | bytearray | memoryview,
+        region: str | None = None,
+        recipients: Sequence[str | pyrage.x25519.Recipient] | None = None,
+    ) -> str:
+        """Encrypt and store one record; returns its object key. E2E classes need recipients."""
+        key = self.object_key(data_class, record_id)
+        spec, region, where = self.target(data_class, region)
+        self.require_key_ready(data_class)
+        if spec.end_to_end:
+            payload: bytes | bytearray | memoryview = seal_document(bytes(plaintext), recipients or [])
+            mode: str | None = E2E_AGE
+        else:
+            if recipients:
+                raise InputError(f"class {data_class} is not end-to-end: recipients are not used, refusing")
+            payload, mode = plaintext, None
+        blob = self.crypter.encrypt(
+            data_class, record_id, payload, key_arn=where.key_arn, region=region, e2e=mode
+        )
+        self._s3(
+            "put_object",
+            region,
+            data_class,
+            record_id,
+            Bucket=where.bucket,
+            Key=key,
+            Body=blob,
+            ContentType="application/octet-stream",
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=where.key_arn,
+            BucketKeyEnabled=True,
+            Metadata={META_FORMAT: FORMAT, META_E2E: mode or E2E_NONE},
+        )
+        return key
+
+    def _open(
+        self, data_class: str, record_id: str, region: str | None, version_id: str | None = None
+    ) -> tuple[ClassTarget, envelope.Opened, str | None]:
+        key = self.object_key(data_class, record_id)
+        spec, region, where = self.target(data_class, region)
+        extra = {"VersionId": version_id} if version_id else {}
+        response = self._s3(
+            "get_object", region, data_class, record_id, Bucket=where.bucket, Key=key, **extra
+        )
+        blob = response["Body"].read()
+        opened = self.crypter.decrypt(
+            blob, data_class=data_class, record_id=record_id, key_arn=where.key_arn, region=region
+        )
+        expected = E2E_AGE if spec.end_to_end else None
+        if opened.header.e2e != expected:  # authentic, but not what this class requires
+            raise RecordAuthenticationError(
+                f"record {data_class}/{record_id}: end-to-end mode {opened.header.e2e or 'none'} "
+                f"does not match the class ({expected or 'none'}); refusing"
+            )
+        return spec, opened, response.get("VersionId")
+
+    def newer_versions(
+        self, data_class: str, record_id: str, written: str, current: str | None, region: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Other S3 versions of the record that are authentic and were written after `written`.
+
+        Someone with s3:PutObject can make an older version current again (copy it over the
+        newest); its authenticated `written` then predates another authentic version still in
+        the history. Someone who may also delete versions leaves no such trace: only an index
+        outside the bucket stops that (docs/datapath.md, "Rollback").
+        """
+        key = self.object_key(data_class, record_id)
+        _spec, region, where = self.target(data_class, region)
+        versions = self._s3(
+            "list_object_versions", region, data_class, record_id, Bucket=where.bucket, Prefix=key
+        ).get("Versions", [])
+        newer: list[tuple[str, str]] = []
+        for version in versions:
+            if version.get("Key") != key or version.get("VersionId") in (current, None, "null"):
+                continue
+            response = self._s3(
+                "get_object",
+                region,
+                data_class,
+                record_id,
+                Bucket=where.bucket,
+                Key=key,
+                VersionId=version["VersionId"],
+                Range=f"bytes=0-{HEADER_BYTES - 1}",
+            )
+            parsed = envelope.read_header(response["Body"].read())
+            if parsed is None or parsed[0].written <= written:
+                continue
+            try:  # a claim of being newer counts only once the version is proved authentic
+                _s, opened, _v = self._open(data_class, record_id, region, version["VersionId"])
+            except (RecordAuthenticationError, envelope.KeyServiceError):
+                continue
+            newer.append((str(version["VersionId"]), opened.header.written))
+        return sorted(newer, key=lambda item: item[1])
+
+    def read(
+        self,
+        data_class: str,
+        record_id: str,
+        region: str | None = None,
+        identity: Identities | None = None,
+        *,
+        check_history: bool = True,
+        sealed: bool = False,
+    ) -> Record:
+        """A record with its authenticated write time and S3 version; RolledBack if the current
+        version is older than another authentic version (`check_history`)."""
+        spec, opened, version_id = self._open(data_class, record_id, region)
+        if check_history:
+            newer = self.newer_versions(data_class, record_id, opened.header.written, version_id, region)
+            if newer:
+                newest_id, newest_written = newer[-1]
+                raise RolledBack(
+                    f"record {data_class}/{record_id} was rolled back: the current S3 version was written "
+                    f"{opened.header.written}, but an authentic version written {newest_written} exists "
+                    f"(version {newest_id}); refusing"
+                )
+        if sealed:
+            if not spec.end_to_end:
+                raise InputError(f"class {data_class} is not end-to-end: there is no sealed form")
+            plaintext = opened.plaintext
+        elif not spec.end_to_end:
+            plaintext = opened.plaintext
+        elif identity is None:
+            raise EndToEndError(
+                f"record {data_class}/{record_id} is end-to-end encrypted: only the patient's or "
+                "practitioner's age identity opens it (the platform holds ciphertext only)"
+            )
+        else:
+            plaintext = open_document(opened.plaintext, identity, f"record {data_class}/{record_id}")
+        return Record(plaintext, opened.header.written, version_id)
+
+    def get(
+        self,
+        data_class: str,
+        record_id: str,
+        region: str | None = None,
+        identity: Identities | None = None,
+    ) -> bytes:
+        """The plaintext of one record. End-to-end classes need the reader's age identity:
+        without one this raises EndToEndError (the platform holds only age ciphertext)."""
+        return self.read(data_class, record_id, region, identity, check_history=False).plaintext
+
+    def get_sealed(self, data_class: str, record_id: str, region: str | None = None) -> bytes:
+        """An end-to-end record as the platform can read it: the age ciphertext for the device."""
+        return self.read(data_class, record_id, region, check_history=False, sealed=True).plaintext
+
+    def replicate(self, data_class: str | None = None) -> dict[str, int]:
+        """Do what S3 replication does and LocalStack does not: copy every version of every record
+        of the primary bucket that its replica lacks, byte for byte, oldest first, stored with
+        SSE-KMS under the replica's class key. Returns {class: versions copied}.
+
+        A replica is recognised by its envelope header (class, record, wrapped key, nonce,
+        written: unique per write), as version ids cannot be carried over outside S3.
+        """
+        copied: dict[str, int] = {}
+        for name in [data_class] if data_class else sorted(self.classes):
+            spec, primary, source = self.target(name)
+            copied[name] = 0
+            for region, target in spec.regions.items():
+                if region == primary:
+                    continue
+                present = {header for _key, _v, header in self._headers(name, region, target.bucket)}
+                for key, version_id, header in self._headers(name, primary, source.bucket):
+                    if header in present:
+                        continue
+                    record_id = key.split("/", 1)[-1]
+                    response = self._s3(
+                        "get_object",
+                        primary,
+                        name,
+                        record_id,
+                        Bucket=source.bucket,
+                        Key=key,
+                        VersionId=version_id,
+                    )
+                    self._s3(
+                        "put_object",
+                        region,
+                        name,
+                        record_id,
+                        Bucket=target.bucket,
+                        Key=key,
+                        Body=response["Body"].read(),
+                        ContentType="application/octet-stream",
+                        ServerSideEncryption="aws:kms",
+                        SSEKMSKeyId=target.key_arn,
+                        BucketKeyEnabled=True,
+                        Metadata=response.get("Metadata") or {},
+                    )
+                    copied[name] += 1
+        return copied
+
+    def _headers(self, data_class: str, region: str, bucket: str) -> list[tuple[str, str, bytes]]:
+        """(key, version id, envelope AAD bytes) of every envelope version under <class>/, oldest
+        written first (S3's LastModified has one-second granularity; `written` has milliseconds)."""
+        client = self._client("s3", region)
+        versions = []
+        for page in client.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=f"{data_class}/"
+        ):
+            versions += page.get("Versions", [])
+        found = []
+        for version in versions:
+            response = client.get_object(
+                Bucket=bucket,
+                Key=version["Key"],
+                VersionId=version["VersionId"],
+                Range=f"bytes=0-{HEADER_BYTES - 1}",
+            )
+            parsed = envelope.read_header(response["Body"].read())
+            if parsed is not None:
+                found.append((parsed[0].written, version["Key"], version["VersionId"], parsed[1]))
+        return [(key, version_id, aad) for _w, key, version_id, aad in sorted(found)]

@@ -1,0 +1,58 @@
+"""The HSM: the PKCS#11 module, its tokens and sessions (SoftHSM2 facts: docs/softhsm.md).
+
+`from hsm_lab.hsm import HSM` is the stable import path; the code lives in this package's modules.
+"""
+
+from hsm_lab.hsm.session import (
+    CLASS_KEY_TEMPLATE,
+    EPHEMERAL_PREFIXES,
+    HSM,
+    KCV_LEN,
+    L1_KDF_DOMAIN,
+    MASTER_KEY_TEMPLATE,
+    MODULE_ENV,
+    RECORD_APPLICATION,
+    REQUIRED_MECHANISMS,
+    SECRET_KEY_POLICY,
+    SIGNING_LABEL,
+    SOFTHSM_CANDIDATES,
+    TRANSPORT_KEY_TEMPLATE,
+    ExportSession,
+    KeyInfo,
+    TokenSession,
+    class_key_derivation_data,
+    class_key_label,
+    enforce_template,
+    find_module,
+    is_softhsm,
+    probe_module,
+    softhsm_config,
+    wipe,
+)
+
+__all__ = [
+    "CLASS_KEY_TEMPLATE",
+    "EPHEMERAL_PREFIXES",
+    "HSM",
+    "KCV_LEN",
+    "L1_KDF_DOMAIN",
+    "MASTER_KEY_TEMPLATE",
+    "MODULE_ENV",
+    "RECORD_APPLICATION",
+    "REQUIRED_MECHANISMS",
+    "SECRET_KEY_POLICY",
+    "SIGNING_LABEL",
+    "SOFTHSM_CANDIDATES",
+    "TRANSPORT_KEY_TEMPLATE",
+    "ExportSession",
+    "KeyInfo",
+    "TokenSession",
+    "class_key_derivation_data",
+    "class_key_label",
+    "enforce_template",
+    "find_module",
+    "is_softhsm",
+    "probe_module",
+    "softhsm_config",
+    "wipe",
+]

@@ -1,0 +1,1 @@
+"""The lab's model of a stack: data classes, stack settings, the stack-outputs contract."""

@@ -1,0 +1,1 @@
+"""The Pulumi program: providers, roles, keys, storage, the transcript bucket, documents."""
