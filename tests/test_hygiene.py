@@ -140,3 +140,20 @@ def test_the_modules_pin_range_is_read_from_the_token_info(lab_env: LabUnderTest
     assert (low, high) == (4, 255)  # SoftHSM2 2.6.1's range, read through C_GetTokenInfo
     with pytest.raises(errors.InputError, match="4 to 255 bytes"):
         lab_env.hsm.init_token("short-pin", "so-pin-ok", "abc")
+
+
+@pytest.mark.parametrize("command", [["status"], ["verify-all"], ["transcript", "verify"], ["import", "--share", "x"]])
+def test_no_command_but_init_creates_a_lab(tmp_path: Path, run_cli, command: list[str]) -> None:
+    """Issue 11: a typo in --lab must not silently make a new, empty lab."""
+    missing = tmp_path / "not-a-lab"
+    result = run_cli(*command, lab=missing, pin="user-pin-0000")
+    assert result.returncode == 1 and f"no lab at {missing}: run `hsm-lab init`" in result.stderr
+    assert not missing.exists()
+
+
+def test_generate_checks_the_pin_before_any_custodian_types_a_passphrase(lab: dict, run_cli) -> None:
+    people = lab["tmp"] / "pass.toml"
+    people.write_text(toml([("ana", recipient()), ("ben", recipient()), ("cleo", recipient()), ("gus", None)]))
+    result = run_cli("generate", "--custodians", str(people), "-k", "3", lab=lab["root"], pin="wrong-pin-0000")
+    line = one_line(result)
+    assert "PIN was refused" in line and "passphrase" not in line

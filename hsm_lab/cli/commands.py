@@ -53,6 +53,14 @@ def _mount_subapps() -> None:
     app.add_typer(localstack_app, name="localstack")
     app.add_typer(stack_app, name="stack")
     app.add_typer(data_app, name="data")
+    from hsm_lab.cli import day
+
+    app.add_typer(day.ceremony_app, name="ceremony")
+    app.add_typer(day.custodians_app, name="custodians")
+    app.command("present")(day.present_command)
+    app.command("script")(day.script_command)
+    app.command("report")(day.report_command)
+    app.command("doctor")(day.doctor_command)
     stack_app.command("apply-localstack")(stack_apply_localstack)
 
 
@@ -149,9 +157,22 @@ def _show_fingerprint(title: str, value: str) -> None:
     out.print(f"  read aloud: [bold]{record.fingerprint_words(value)}[/]")
 
 
-def _open(lab: Path | None, module: str | None) -> tuple[Lab, HSM]:
+def _open(lab: Path | None, module: str | None, *, create: bool = False) -> tuple[Lab, HSM]:
+    """The lab and its HSM; only `init` (create=True) may make a lab that does not exist yet."""
     where = Lab.at(lab)
+    if not create and not where.root.is_dir():
+        raise errors.InputError(
+            f"no lab at {where.root}: run `hsm-lab init` to create one there, or pass --lab / set CLEFS_LAB"
+        )
     return where, HSM(where.root, module)
+
+
+def _check_pin(hsm: HSM, token: str) -> str:
+    """The user PIN, checked against the token before any custodian is asked for anything."""
+    pin = user_pin()
+    with hsm.session(token, user_pin=pin):
+        pass
+    return pin
 
 
 def _sources(paths: list[Path], identities: list[Path] | None) -> list[tuple[str, Callable[[], Share]]]:
@@ -224,7 +245,7 @@ def init(
     expect_signer: ExpectSignerOpt = None,
 ) -> None:
     """Initialise a token (SO PIN, user PIN), its signing key, and pin the lab's signer; resumable."""
-    where, hsm = _open(lab, module)
+    where, hsm = _open(lab, module, create=True)
     pin = user_pin(confirm=True)
     result = ceremony.init_token(
         hsm,
@@ -266,6 +287,7 @@ def generate(
 ) -> None:
     """Generate the master key in the HSM and deal K-of-N sealed shares."""
     where, hsm = _open(lab, module)
+    pin = _check_pin(hsm, token)  # a wrong PIN must not make the custodians type twice
     people, phrases = _passphrases(custodians)
     if share_count is not None and share_count != len(people):
         raise errors.InputError(
@@ -275,7 +297,7 @@ def generate(
         hsm,
         where,
         token=token,
-        user_pin=user_pin(),
+        user_pin=pin,
         custodians=people,
         threshold=threshold,
         passphrases=phrases,
@@ -348,12 +370,13 @@ def rekey(
 ) -> None:
     """Deal a new share set for the same key (same KCV); the old set is retired."""
     where, hsm = _open(lab, module)
+    pin = _check_pin(hsm, token)
     people, phrases = _passphrases(custodians)
     old, new, used = ceremony.rekey(
         hsm,
         where,
         token=token,
-        user_pin=user_pin(),
+        user_pin=pin,
         sources=_sources(share, identity),
         custodians=people,
         threshold=threshold,

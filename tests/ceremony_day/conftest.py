@@ -27,7 +27,7 @@ def day_env(lab: Path, pin: str | None = None, extra: dict[str, str] | None = No
 
 
 def day_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hsm_lab.ceremony_day", *args]
+    return [sys.executable, "-m", "hsm_lab", *args]
 
 
 def run_day(

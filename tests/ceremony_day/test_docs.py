@@ -1,4 +1,4 @@
-"""The ceremony-day docs: every `python -m hsm_lab.ceremony_day` line parses against the sub-app,
+"""The ceremony-day docs: every `hsm-lab` line parses against the sub-app,
 and the CI recipe is a workflow of the shape it claims (LocalStack service, endpoint, CA)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import shlex
 import pytest
 import typer
 
-from hsm_lab.ceremony_day.cli import app
+from hsm_lab.cli import app
 from tests.ceremony_day.conftest import REPO
 
-PREFIX = "python -m hsm_lab.ceremony_day "
+PREFIX = "hsm-lab "
 DOCS = [REPO / "docs" / "ceremony-day.md", REPO / "docs" / "inspecting.md"]
 
 
@@ -31,13 +31,13 @@ LINES = day_lines()
 
 
 def test_the_guide_shows_the_ceremony_day_commands() -> None:
-    shown = {line.split()[3] for _doc, line in LINES}
+    shown = {line.split()[1] for _doc, line in LINES}
     assert {"custodians", "doctor", "script", "ceremony", "present", "report"} <= shown
 
 
 @pytest.mark.parametrize(("doc", "line"), LINES, ids=[line[len(PREFIX) :][:50] for _d, line in LINES])
 def test_a_documented_day_command_parses(doc: str, line: str) -> None:
-    words = shlex.split(line)[3:]
+    words = shlex.split(line)[1:]
     command = typer.main.get_command(app)
     while getattr(command, "commands", None) is not None and words and not words[0].startswith("-"):
         sub = command.commands.get(words[0])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from hsm_lab import ceremony
+from hsm_lab import ceremony, errors
 from hsm_lab.ceremony.jose import b64
 from hsm_lab.ceremony_day import session as day_session
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
@@ -279,11 +279,11 @@ def test_a_share_not_sealed_to_the_session_or_from_another_protocol_is_refused(
     nonce = day_session.parse_nonce(running.nonce)
     stranger = pyrage.x25519.Identity.generate().to_public()
     payload = bytes(ceremony.shares.encode_share(dealt.share("alice")))
-    with pytest.raises(ceremony.errors.ShareRejected, match="not sealed to this session"):
+    with pytest.raises(errors.ShareRejected, match="not sealed to this session"):
         day_session.request(
             lab, {"op": "present", "nonce": nonce, "sealed": b64(pyrage.encrypt(payload, [stranger]))}
         )
-    with pytest.raises(ceremony.errors.InputError, match="protocol"):
+    with pytest.raises(errors.InputError, match="protocol"):
         day_session.request(lab, {"op": "hello", "v": "clefs.ceremony-session/v0"})
     assert day_session.status(lab)["accepted"] == 0
     assert day_session.status(lab)["refused"] == 1

@@ -1,17 +1,8 @@
-"""Ceremony-day commands as a Typer sub-app, ready to mount into `hsm-lab`.
+"""Ceremony-day commands of `hsm-lab`: ceremony open|cancel|status, present, script, report,
+custodians new, doctor (mounted by hsm_lab.cli.commands; the domain code is hsm_lab.ceremony_day).
 
-The lead wires them after the package restructure, e.g.:
-
-    from hsm_lab.ceremony_day import cli as day
-    app.add_typer(day.ceremony_app, name="ceremony")     # ceremony open | cancel | status
-    app.command("present")(day.present_command)
-    app.command("script")(day.script_command)
-    app.command("report")(day.report_command)            # report --html OUT
-    app.add_typer(day.custodians_app, name="custodians")  # custodians new
-    app.command("doctor")(day.doctor_command)
-
-Until then `python -m hsm_lab.ceremony_day ...` runs `app` below. Errors are one line and a
-non-zero exit; PINs and passphrases come from the environment or a prompt, never a flag.
+Errors are one line and a non-zero exit; PINs and passphrases come from the environment or a
+prompt, never a flag.
 """
 
 from __future__ import annotations
