@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from hsm_lab.byok import Byok
 
 app = console.new_app(
-    "Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default)."
+    "Clefs HSM lab: a 5-of-7 quorum key ceremony on any PKCS#11 HSM (SoftHSM2 by default).", completion=True
 )
 transcript_app = console.new_app(
     "Show or verify the hash-chained, HSM-signed transcript.", no_args_is_help=False
@@ -724,7 +724,7 @@ def _aws(
     return pin.url, f"{pin.url}, {pin.describe()}", clients
 
 
-def _archive(where: Lab, stack: dict, target: str) -> None:
+def _archive(where: Lab, stack: dict, target: str, say: Console | None = None) -> None:
     """Archive the signed record in the stack's Object Lock bucket, as the ceremony role."""
     from hsm_lab.ceremony import archive
 
@@ -740,7 +740,7 @@ def _archive(where: Lab, stack: dict, target: str) -> None:
         bucket,
     )
     enforced = "AWS enforces it" if target == "aws" else "LocalStack stores it, enforces nothing"
-    out.print(
+    (say or out).print(
         f"record archived: s3://{escape(bucket)}/{escape(folder)} by the ceremony role "
         f"(Object Lock COMPLIANCE configured; {enforced})"
     )
@@ -826,6 +826,9 @@ def byok_import(
     lab: LabOpt = None,
     module: ModuleOpt = None,
     token: TokenOpt = PRIMARY_TOKEN,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable (schema clefs.byok-import/v1); lines on stderr.")
+    ] = False,
 ) -> None:
     """Derive the class key in the HSM and import the same material into primary and replica."""
     from datetime import UTC, datetime, timedelta
@@ -848,20 +851,25 @@ def byok_import(
     )
     arns = class_key_arns(stack, data_class)
     expiry = datetime.now(UTC) + timedelta(days=expiry) if expiry else None
+    say = err if as_json else out  # with --json, stdout is the document alone
     imports = byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry)
     for line in byok.warnings:
         _warn(line)
     for key_arn, fingerprint in byok.wrapping_keys:
-        out.print(f"wrapping key from {key_arn}: SHA-256 {fingerprint} (recorded before the HSM wrapped)")
+        say.print(f"wrapping key from {key_arn}: SHA-256 {fingerprint} (recorded before the HSM wrapped)")
     for imported in imports:
-        out.print(
+        say.print(
             f"{escape(imported.data_class)} v{imported.version} (KCV {imported.kcv}) -> {imported.key_arn} "
             f"\\[{imported.role}] via {imported.wrapping_algorithm}; expires {imported.expires or 'never'} "
             f"({escape(target)})"
         )
-    byok.prove(data_class, arns[0], arns[-1])
-    out.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
-    _archive(where, stack, "aws" if real_aws else "localstack")
+    proved = byok.prove(data_class, arns[0], arns[-1])
+    say.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
+    _archive(where, stack, "aws" if real_aws else "localstack", say)
+    if as_json:
+        from hsm_lab.ceremony_day.outputs import byok_doc
+
+        out.print_json(json.dumps(byok_doc(imports, proved, target)))
 
 
 @byok_app.command("revoke")
@@ -970,30 +978,54 @@ def rehearse(
     ceremony_only: Annotated[
         bool, typer.Option("--ceremony-only", help="Only the HSM ceremony (no LocalStack, no AWS side).")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable (schema clefs.rehearse/v1); steps on stderr.")
+    ] = False,
 ) -> None:
     """The whole story in a fresh lab: ceremony, stack, BYOK, data path, compliance report."""
+    from hsm_lab.ceremony_day.outputs import rehearse_doc
     from hsm_lab.cli.render import print_pyramid, print_rehearsal
 
     if lab is None:
         from datetime import UTC, datetime
 
         lab = Path("lab") / datetime.now(UTC).strftime("rehearsal-%Y%m%dT%H%M%SZ")
+    say = err if as_json else out
 
-    def step(text: str) -> None:
-        out.print(f"[dim]→ {text}[/]")
+    with say.status("rehearsing", spinner="dots") as spinner:  # animates on a terminal between steps
 
-    if ceremony_only:
-        from hsm_lab.rehearsal import rehearse as run_ceremony
+        def step(text: str) -> None:
+            say.print(f"[dim]→ {escape(text)}[/]")
+            spinner.update(text)
 
-        print_rehearsal(out, run_ceremony(lab, module=module, seed=seed, on_step=step))
-        return
-    from hsm_lab.pyramid import rehearse_pyramid
+        if ceremony_only:
+            from hsm_lab.rehearsal import rehearse as run_ceremony
 
-    report = rehearse_pyramid(lab, module=module, seed=seed, on_step=step)
-    print_pyramid(out, report)
-    if report.compliance is not None and report.compliance.gaps:
-        raise errors.ClefsError(f"{len(report.compliance.gaps)} gap(s): {report.compliance.gaps[0]}")
-    out.print("[bold green]rehearsal OK[/]: L0 quorum → L1 BYOK in both regions → L2/L3 records, no gap")
+            account = run_ceremony(lab, module=module, seed=seed, on_step=step)
+        else:
+            from hsm_lab.pyramid import rehearse_pyramid
+
+            try:
+                account = rehearse_pyramid(lab, module=module, seed=seed, on_step=step)
+            except errors.ClefsError as exc:
+                partial = getattr(exc, "partial_report", None)
+                if partial is not None:  # the ceremony succeeded: show it before the error
+                    spinner.stop()
+                    print_rehearsal(say, partial.ceremony)
+                    done = ", ".join(f"{k} {v:.1f} s" for k, v in partial.timings.items())
+                    say.print(f"[yellow]the AWS side stopped after: {escape(done)}[/]")
+                raise
+    if as_json:
+        out.print_json(json.dumps(rehearse_doc(account)))
+    elif ceremony_only:
+        print_rehearsal(out, account)
+    else:
+        print_pyramid(out, account)
+    compliance = getattr(account, "compliance", None)
+    if compliance is not None and compliance.gaps:
+        raise errors.ClefsError(f"{len(compliance.gaps)} gap(s): {compliance.gaps[0]}")
+    if not ceremony_only and not as_json:
+        out.print("[bold green]rehearsal OK[/]: L0 quorum → L1 BYOK in both regions → L2/L3 records, no gap")
 
 
 _mount_subapps()

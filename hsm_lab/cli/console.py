@@ -82,7 +82,7 @@ def unexpected(exc: BaseException) -> int:
 
 
 
-def new_app(help_text: str, *, no_args_is_help: bool = True) -> typer.Typer:
+def new_app(help_text: str, *, no_args_is_help: bool = True, completion: bool = False) -> typer.Typer:
     """A Typer app as every one of the CLI is: help text is plain text (a bracketed
     "[env CLEFS_LAB; default ./lab]" must show, not be read as Rich markup), `-h` works like
     `--help`, errors never print a traceback."""
@@ -91,7 +91,7 @@ def new_app(help_text: str, *, no_args_is_help: bool = True) -> typer.Typer:
         no_args_is_help=no_args_is_help,
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
-        add_completion=False,
+        add_completion=completion,  # the main app: `hsm-lab --install-completion` (bash, zsh, fish)
         pretty_exceptions_enable=False,
     )
 

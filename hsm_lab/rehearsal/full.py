@@ -73,69 +73,79 @@ def rehearse_pyramid(
     def timed(step: str, began: float) -> None:
         report.timings[step] = time.perf_counter() - began
 
-    began = time.perf_counter()
-    on_step("starting LocalStack (S3, KMS, IAM, STS) on loopback")
-    with localstack.running(lab.root, echo=on_step) as stack:
-        timed("localstack start", began)
-        report.endpoint = stack.endpoint
-        report.localstack_started = stack.owned
-        client_for, pin = localstack_clients(
-            stack.endpoint, lab.root, ca=stack.ca, account_id=lab_account(lab.root)
-        )
-        on_step(f"every AWS call over HTTPS: {pin.describe()}")
-
+    try:
         began = time.perf_counter()
-        on_step("applying the Pulumi program to LocalStack (real resources, via the mocks harness)")
-        recording, mocks = apply(pin.url, client_for, state_path=lab.root / "stack-state.json")
-        report.resources = len(mocks.created)
-        report.outputs = recording.outputs
-        save_outputs(lab.root / "stack-outputs.json", recording.outputs)
-        timed("stack apply", began)
+        on_step("starting LocalStack (S3, KMS, IAM, STS, SNS, EventBridge) on loopback")
+        with localstack.running(lab.root, echo=on_step) as stack:
+            timed("localstack start", began)
+            report.endpoint = stack.endpoint
+            report.localstack_started = stack.owned
+            client_for, pin = localstack_clients(
+                stack.endpoint, lab.root, ca=stack.ca, account_id=lab_account(lab.root)
+            )
+            on_step(f"every AWS call over HTTPS: {pin.describe()}")
 
-        began = time.perf_counter()
-        hsm = HSM(lab.root, module)
-        byok = Byok(
-            hsm,
-            lab,
-            token=RECOVERY_TOKEN,
-            user_pin=pins[RECOVERY_TOKEN],
-            so_pin=so_pin,
-            kms_for=lambda region: client_for("kms", region),
-            primary_region=str(recording.outputs.get("primary_region", "eu-west-3")),
-            actor="rehearsal",
-        )
-        for data_class in sorted(recording.outputs["classes"]):
-            arns = class_key_arns(recording.outputs, data_class)
-            algorithm = "RSA_AES_KEY_WRAP_SHA_256" if data_class == AES_WRAP_CLASS else "RSAES_OAEP_SHA_1"
-            expiry = datetime.now(UTC) + timedelta(days=365) if data_class == EXPIRING_CLASS else None
+            began = time.perf_counter()
+            on_step("applying the Pulumi program to LocalStack (real resources, via the mocks harness)")
+            recording, mocks = apply(pin.url, client_for, state_path=lab.root / "stack-state.json")
+            report.resources = len(mocks.created)
+            report.outputs = recording.outputs
+            save_outputs(lab.root / "stack-outputs.json", recording.outputs)
+            timed("stack apply", began)
+
+            began = time.perf_counter()
+            hsm = HSM(lab.root, module)
+            byok = Byok(
+                hsm,
+                lab,
+                token=RECOVERY_TOKEN,
+                user_pin=pins[RECOVERY_TOKEN],
+                so_pin=so_pin,
+                kms_for=lambda region: client_for("kms", region),
+                primary_region=str(recording.outputs.get("primary_region", "eu-west-3")),
+                actor="rehearsal",
+            )
+            for data_class in sorted(recording.outputs["classes"]):
+                arns = class_key_arns(recording.outputs, data_class)
+                algorithm = "RSA_AES_KEY_WRAP_SHA_256" if data_class == AES_WRAP_CLASS else "RSAES_OAEP_SHA_1"
+                expiry = datetime.now(UTC) + timedelta(days=365) if data_class == EXPIRING_CLASS else None
+                regions = len(arns)
+                on_step(
+                    f"BYOK {data_class}: derive, wrap ({algorithm}) in the HSM, "
+                    f"import in {regions} regions"
+                )
+                report.imports += byok.import_class(
+                    data_class, 1, arns, wrapping_algorithm=algorithm, valid_to=expiry
+                )
+                byok.prove(data_class, arns[0], arns[-1])
+                report.proofs[data_class] = (
+                    f"encrypted in {arns[0].split(':')[3]}, decrypted in {arns[-1].split(':')[3]}"
+                )
+            timed("byok", began)
+
+            began = time.perf_counter()
+            report.records = write_samples(lab.root, recording.outputs, client_for, on_step)
+            timed("data path", began)
+
+            began = time.perf_counter()
+            on_step("reading live state for the compliance report")
+            report.compliance = assess(recording.outputs, client_for, emulator=True)
+            timed("verify", began)
+
+            began = time.perf_counter()
+            on_step("revocation drill on a dedicated key: DeleteImportedKeyMaterial, then decrypt")
+            report.revocation = revocation_drill(
+                byok, client_for, str(recording.outputs.get("primary_region"))
+            )
+            timed("revocation drill", began)
+            on_step("archiving the signed record in the Object Lock bucket, then reading it back")
+            report.archive = archive_record(lab, recording.outputs, client_for)
             on_step(
-                f"BYOK {data_class}: derive in the HSM, wrap ({algorithm}), import into {len(arns)} regions"
+                "stopping LocalStack" if stack.owned else "leaving the LocalStack we did not start running"
             )
-            report.imports += byok.import_class(
-                data_class, 1, arns, wrapping_algorithm=algorithm, valid_to=expiry
-            )
-            byok.prove(data_class, arns[0], arns[-1])
-            report.proofs[data_class] = (
-                f"encrypted in {arns[0].split(':')[3]}, decrypted in {arns[-1].split(':')[3]}"
-            )
-        timed("byok", began)
-
-        began = time.perf_counter()
-        report.records = write_samples(lab.root, recording.outputs, client_for, on_step)
-        timed("data path", began)
-
-        began = time.perf_counter()
-        on_step("reading live state for the compliance report")
-        report.compliance = assess(recording.outputs, client_for, emulator=True)
-        timed("verify", began)
-
-        began = time.perf_counter()
-        on_step("revocation drill on a dedicated key: DeleteImportedKeyMaterial, then decrypt")
-        report.revocation = revocation_drill(byok, client_for, str(recording.outputs.get("primary_region")))
-        timed("revocation drill", began)
-        on_step("archiving the signed record in the Object Lock bucket, then reading it back")
-        report.archive = archive_record(lab, recording.outputs, client_for)
-        on_step("stopping LocalStack" if stack.owned else "leaving the LocalStack we did not start running")
+    except BaseException as exc:  # the CLI still shows what succeeded (the ceremony, the steps done)
+        setattr(exc, "partial_report", report)  # noqa: B010 - an attribute BaseException does not declare
+        raise
     report.timings["total"] = time.perf_counter() - start
     return report
 
