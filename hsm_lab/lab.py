@@ -32,7 +32,8 @@ class Lab:
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None) -> Lab:
-        chosen = path or os.environ.get(LAB_ENV) or "lab"
+        """--lab, else $CLEFS_LAB, else `lab` in ./clefs.toml, else ./lab."""
+        chosen = path or os.environ.get(LAB_ENV) or configured("lab") or "lab"
         return cls(Path(chosen).resolve())
 
     @property
@@ -64,6 +65,17 @@ class Lab:
 
     def set_current_ceremony(self, ceremony_id: str) -> None:
         atomic_write_text(self.ceremonies / "CURRENT", ceremony_id + "\n")
+
+
+def configured(key: str) -> str | None:
+    """A value of ./clefs.toml (hsm_lab.ceremony_day.config), read after flags and environment."""
+    from hsm_lab.ceremony_day.config import find_config, resolve
+
+    found = find_config()
+    if found is None:
+        return None
+    settings = resolve(config=found, environ={})
+    return str(getattr(settings, key)) if settings.sources.get(key, "default") != "default" else None
 
 
 def read_pin(kind: str, env_var: str, *, confirm: bool = False) -> str:

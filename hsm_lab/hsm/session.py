@@ -33,6 +33,7 @@ from pkcs11.util.rsa import encode_rsa_public_key
 
 from hsm_lab import errors
 from hsm_lab.fs import atomic_write_text, private_dir, wipe
+from hsm_lab.lab import configured
 
 SOFTHSM_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -145,7 +146,7 @@ class KeyInfo:
 
 def find_module(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The PKCS#11 module: --module, then $CLEFS_PKCS11_MODULE, then SoftHSM2."""
-    chosen = explicit or os.environ.get(MODULE_ENV)
+    chosen = explicit or os.environ.get(MODULE_ENV) or configured("module")
     if chosen:
         path = Path(chosen)
         if not path.is_file():

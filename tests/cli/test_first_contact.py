@@ -42,3 +42,33 @@ def test_shell_completion_is_installable(run_cli, tmp_path: Path) -> None:
         and "hsm_lab_completion()" in result.stdout
         and "complete -o default" in result.stdout
     )
+
+
+def test_clefs_toml_names_the_lab_when_neither_flag_nor_environment_does(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "clefs.toml").write_text('lab = "from-config"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLEFS_")}
+    env.update(CLEFS_USER_PIN="user-pin-0000", CLEFS_SO_PIN="so-pin-000000")
+    done = subprocess.run(
+        [sys.executable, "-m", "hsm_lab", "init"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "from-config" / "anchor.json").exists() and not (tmp_path / "lab").exists()
+    env["CLEFS_LAB"] = str(tmp_path / "from-env")  # the environment wins over the file
+    done = subprocess.run(
+        [sys.executable, "-m", "hsm_lab", "status"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "no lab at" in done.stderr and "from-env" in done.stderr
