@@ -17,8 +17,17 @@ fi
 # Headless Chromium for the auditor's report test (marked slow) and bench/report_html.py.
 bash scripts/install-chromium.sh
 
-# pip, minus the noise of this machine's local index mirrors; keeps pip's exit code.
-pipq() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
+# pip, minus the noise of this machine's local index mirrors; keeps pip's exit code. A line at
+# least every 2 s while it runs (a first install takes minutes: never silent).
+pipq() {
+  local start=$SECONDS ticker
+  ( while sleep 2; do echo "setup: still installing ($((SECONDS - start)) s)"; done ) &
+  ticker=$!
+  "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+  local rc=${PIPESTATUS[0]}
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  return "$rc"
+}
 
 PY=${CLEFS_PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -41,5 +50,5 @@ fi
 
 # LocalStack runs in its own venv on Python >= 3.12 (idempotent: a stamp skips it when up to date).
 if [ "${CLEFS_SKIP_LOCALSTACK_VENV:-0}" != "1" ] && [ -z "${CLEFS_LOCALSTACK_ENDPOINT:-}" ]; then
-  .venv/bin/python -c "from hsm_lab.aws.localstack import ensure_venv; ensure_venv()"
+  .venv/bin/python -c "from hsm_lab.aws.localstack import ensure_venv; ensure_venv(echo=lambda m: print(m, flush=True))"
 fi

@@ -38,6 +38,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -445,8 +446,22 @@ def _pins_digest(version: tuple[int, int]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _pip(python: Path, args: list[str], log: Path) -> int:
-    """Run pip, appending its output minus the mirror-location noise to `log`."""
+def _pip(python: Path, args: list[str], log: Path, echo: Callable[[str], None] | None = None) -> int:
+    """Run pip, appending its output minus the mirror-location noise to `log`.
+
+    With `echo`, a line at least every 2 s (what pip last said), so a first install of a
+    minute or two is never silent.
+    """
+    last = ["starting"]
+    done = threading.Event()
+
+    def tick() -> None:
+        began = time.monotonic()
+        while not done.wait(2.0):
+            if echo is not None:
+                echo(f"  pip, {time.monotonic() - began:.0f} s: {last[0][:90]}")
+
+    ticker = threading.Thread(target=tick, daemon=True)
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ {python} -m pip {' '.join(args)}\n")
         out.flush()
@@ -459,10 +474,17 @@ def _pip(python: Path, args: list[str], log: Path) -> int:
             env=_clean_env({"PIP_DISABLE_PIP_VERSION_CHECK": "1"}),
         )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if not _PIP_NOISE.match(line):
-                out.write(line)
-        return proc.wait()
+        ticker.start()
+        try:
+            for line in proc.stdout:
+                if not _PIP_NOISE.match(line):
+                    out.write(line)
+                    if line.strip():
+                        last[0] = line.strip()
+            return proc.wait()
+        finally:
+            done.set()
+            ticker.join()
 
 
 def ensure_venv(
@@ -512,7 +534,7 @@ def ensure_venv(
         log.write_text("")
         if echo:
             echo(f"installing LocalStack into {venv} (first time: a minute or two); log: {log}")
-        rc = _pip(python, ["install", *PINS], log)
+        rc = _pip(python, ["install", *PINS], log, echo)
         if rc != 0:
             raise LocalStackError(f"installing LocalStack into {venv} failed (pip exit {rc}); see {log}")
         check = subprocess.run(
