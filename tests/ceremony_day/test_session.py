@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyrage
@@ -50,6 +51,20 @@ class Running:
         return self.proc.returncode, "\n".join(self.lines) + out, err
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_sessions() -> Iterator[None]:
+    """A test that fails half-way must not leave a session process running (stop what you start)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def open_session(dealt: Dealt, *args: str) -> Running:
     lab = dealt.env.lab.root
     proc = subprocess.Popen(
@@ -61,6 +76,7 @@ def open_session(dealt: Dealt, *args: str) -> Running:
         stderr=subprocess.PIPE,
         text=True,
     )
+    _STARTED.append(proc)
     running = Running(proc, lab)
     line = running.read_until(r"^nonce: ")
     running.nonce = line.split(":", 1)[1].strip()
