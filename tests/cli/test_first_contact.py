@@ -72,3 +72,16 @@ def test_clefs_toml_names_the_lab_when_neither_flag_nor_environment_does(tmp_pat
         check=False,
     )
     assert "no lab at" in done.stderr and "from-env" in done.stderr
+
+
+def test_the_ceremony_account_fits_80_and_100_columns(run_cli, tmp_path: Path) -> None:
+    from rich.cells import cell_len
+
+    for width in ("80", "100"):
+        lab = tmp_path / f"w{width}"
+        result = run_cli(
+            "rehearse", "--ceremony-only", "--lab", str(lab), lab=lab, extra_env={"COLUMNS": width}
+        )
+        assert result.returncode == 0, result.stderr
+        widest = max(cell_len(line) for line in result.stdout.splitlines())
+        assert widest <= int(width), (width, widest)
