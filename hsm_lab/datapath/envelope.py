@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import wipe
+from infra.model.data_classes import CLASS_NAME_PATTERN
 
 FORMAT = "clefs.envelope/v2"
 MAGIC = b"CLEF"
@@ -89,12 +90,12 @@ CONTEXT_KEY = "data_class"
 """The only KMS encryption-context key; equals infra.model.data_classes.ENCRYPTION_CONTEXT_KEY."""
 
 RECORD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-CLASS_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-MAX_CLASS_LEN = 64
+CLASS_RE = re.compile(CLASS_NAME_PATTERN)
+MAX_CLASS_LEN = 64  # the format's bound; a deployment's names are 3-32 (data_classes.NAME_MAX)
 
 
 def is_class_name(name: object) -> bool:
-    """A data class name as the envelope carries it: a-z 0-9 and single hyphens, at most 64."""
+    """A data class name as the envelope carries it: the class-name grammar, at most 64."""
     return isinstance(name, str) and len(name) <= MAX_CLASS_LEN and CLASS_RE.fullmatch(name) is not None
 
 
@@ -148,7 +149,9 @@ _ARN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,2048}")  # printable ASCII exc
 # The canonical header is a regular language: sorted keys, no whitespace, and value alphabets
 # that need no JSON escaping. One fullmatch checks the structure and extracts every field.
 _HEADER_RE = re.compile(
-    rb'\{"alg":"A256GCM","data_class":"([a-z0-9]+(?:-[a-z0-9]+)*)","e2e":(null|"age-x25519"),'
+    rb'\{"alg":"A256GCM","data_class":"('
+    + CLASS_NAME_PATTERN.encode("ascii")
+    + rb')","e2e":(null|"age-x25519"),'
     rb'"edk":"([A-Za-z0-9+/]+={0,2})","kms_key_arn":"([\x21\x23-\x5b\x5d-\x7e]{1,2048})",'
     rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})",'
     rb'"written":"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"\}'
