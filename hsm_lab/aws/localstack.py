@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from hsm_lab.errors import ClefsError
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_NAME = ".venv-localstack"
@@ -63,7 +64,7 @@ PINS: tuple[str, ...] = (
 )
 MIN_PYTHON = (3, 12)
 DEFAULT_PORT = 4566
-DEFAULT_REGION = "eu-west-3"
+DEFAULT_REGION = DEFAULT_PRIMARY_REGION
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 SERVICES = "s3,kms,iam,sts,sns,events"  # sns, events: the key alarms (infra/alarms.py)

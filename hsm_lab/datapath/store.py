@@ -41,8 +41,9 @@ from hsm_lab.datapath.envelope import (
 )
 from hsm_lab.errors import ClefsError, InputError
 from infra.model import data_classes
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
-DEFAULT_REGION = "eu-west-3"
+DEFAULT_REGION = DEFAULT_PRIMARY_REGION
 KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` asks again
 HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER  # enough to read any envelope header
 META_FORMAT = "clefs-format"
