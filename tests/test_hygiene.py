@@ -142,7 +142,9 @@ def test_the_modules_pin_range_is_read_from_the_token_info(lab_env: LabUnderTest
         lab_env.hsm.init_token("short-pin", "so-pin-ok", "abc")
 
 
-@pytest.mark.parametrize("command", [["status"], ["verify-all"], ["transcript", "verify"], ["import", "--share", "x"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["verify-all"], ["transcript", "verify"], ["import", "--share", "x"]]
+)
 def test_no_command_but_init_creates_a_lab(tmp_path: Path, run_cli, command: list[str]) -> None:
     """Issue 11: a typo in --lab must not silently make a new, empty lab."""
     missing = tmp_path / "not-a-lab"
@@ -153,7 +155,11 @@ def test_no_command_but_init_creates_a_lab(tmp_path: Path, run_cli, command: lis
 
 def test_generate_checks_the_pin_before_any_custodian_types_a_passphrase(lab: dict, run_cli) -> None:
     people = lab["tmp"] / "pass.toml"
-    people.write_text(toml([("ana", recipient()), ("ben", recipient()), ("cleo", recipient()), ("gus", None)]))
-    result = run_cli("generate", "--custodians", str(people), "-k", "3", lab=lab["root"], pin="wrong-pin-0000")
+    people.write_text(
+        toml([("ana", recipient()), ("ben", recipient()), ("cleo", recipient()), ("gus", None)])
+    )
+    result = run_cli(
+        "generate", "--custodians", str(people), "-k", "3", lab=lab["root"], pin="wrong-pin-0000"
+    )
     line = one_line(result)
     assert "PIN was refused" in line and "passphrase" not in line
