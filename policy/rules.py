@@ -36,10 +36,11 @@ from infra.model.data_classes import (
     TAG_DATA_CLASS,
     TAG_PURPOSE,
 )
+from infra.model.settings import DEFAULT_PRIMARY_REGION, DEFAULT_REPLICA_REGION
 from policy.iam import Request, allowed, evaluate
 
 POLICY_PACK_NAME = "clefs-invariants"
-DEFAULT_ALLOWED_REGIONS = ("eu-west-3", "eu-central-1")
+DEFAULT_ALLOWED_REGIONS = (DEFAULT_PRIMARY_REGION, DEFAULT_REPLICA_REGION)
 
 PROVIDER = "pulumi:providers:aws"
 STACK = "pulumi:pulumi:Stack"

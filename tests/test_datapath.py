@@ -654,6 +654,49 @@ def test_any_mutation_of_an_envelope_is_refused(
     raise AssertionError(f"a mutation at byte {index} was accepted")
 
 
+def test_a_warm_reader_refuses_every_header_mutation_too(
+    deployment: Deployment, sealed_record: tuple[EnvelopeCrypter, bytes, str]
+) -> None:
+    """Once a reader has opened a record, later headers with the same per-key part take the
+    short parse (_parse_known): it must refuse exactly what the full parser refuses."""
+    _, blob, arn = sealed_record
+    reader = EnvelopeCrypter.with_limits(lambda region: deployment.factory("kms", region))
+    opened = reader.decrypt(blob, data_class="appointments", record_id="prop-1", key_arn=arn, region=HOME)
+    assert opened.header == env.parse(blob).header
+    short = reader._parse_known(memoryview(blob), "appointments", "prop-1")
+    assert short is not None and short[0] == opened.header  # the short parse is armed and agrees
+    assert reader.decrypt(
+        blob, data_class="appointments", record_id="prop-1", key_arn=arn, region=HOME
+    ) == opened
+    aad_end = len(env.parse(blob).aad)
+    for index in range(aad_end):
+        for mask in (0x01, 0x20, 0x80):
+            mutated = bytearray(blob)
+            mutated[index] ^= mask
+            with pytest.raises(RecordAuthenticationError):
+                reader.decrypt(
+                    bytes(mutated), data_class="appointments", record_id="prop-1", key_arn=arn, region=HOME
+                )
+    with pytest.raises(RecordAuthenticationError, match="wrong class or record id"):
+        reader.decrypt(blob, data_class="appointments", record_id="prop-2", key_arn=arn, region=HOME)
+
+
+def test_written_times_are_checked_as_calendar_times() -> None:
+    for good in ("2024-02-29T23:59:59.999Z", "1970-01-01T00:00:00.000Z", env.written_now()):
+        assert env._valid_written(good), good
+    for bad in (
+        "2026-02-29T00:00:00.000Z",  # not a leap year
+        "2026-13-01T00:00:00.000Z",
+        "2026-01-01T24:00:00.000Z",
+        "2026-01-01T00:00:60.000Z",
+        "0000-01-01T00:00:00.000Z",
+        "2026-01-01T00:00:00.000",
+        "2026-01-01 00:00:00.000Z",
+        "\u0662026-01-01T00:00:00.000Z",  # a non-ASCII digit
+    ):
+        assert not env._valid_written(bad), bad
+
+
 # --------------------------------------------------------------------- CLI
 
 

@@ -58,6 +58,17 @@ def test_health_ok(localstack: LocalStack) -> None:
     assert report is not None and report["services"]["kms"] in ("available", "running")
 
 
+def test_health_probe_never_turns_tls_verification_off(localstack: LocalStack, tmp_path: Path) -> None:
+    """https with the lab's CA is verified; without a CA a loopback probe goes over plain http
+    on the same port; a CA that did not sign LocalStack's certificate gets no answer."""
+    https = "https://" + localstack.endpoint.split("://", 1)[1]
+    assert ls.is_healthy(ls.health(https))  # no CA: plain http to loopback
+    assert localstack.ca is not None
+    assert ls.is_healthy(ls.health(https, ca=localstack.ca))
+    ls.ensure_tls(tmp_path / "other")  # a valid CA, but not the one that signed LocalStack's certificate
+    assert ls.health(https, ca=ls.paths(tmp_path / "other").ca) is None
+
+
 def test_kms_key_in_eu_west_3(localstack: LocalStack) -> None:
     kms = localstack.client("kms", HOME_REGION)
     key = kms.create_key(Description="clefs test key")["KeyMetadata"]

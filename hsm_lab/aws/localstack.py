@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from hsm_lab.errors import ClefsError
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_NAME = ".venv-localstack"
@@ -64,7 +65,7 @@ PINS: tuple[str, ...] = (
 )
 MIN_PYTHON = (3, 12)
 DEFAULT_PORT = 4566
-DEFAULT_REGION = "eu-west-3"
+DEFAULT_REGION = DEFAULT_PRIMARY_REGION
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 SERVICES = "s3,kms,iam,sts,sns,events"  # sns, events: the key alarms (infra/alarms.py)
@@ -167,14 +168,23 @@ def configured_endpoint() -> Endpoint:
     return Endpoint((url or f"http://localhost:{DEFAULT_PORT}").rstrip("/"), source)
 
 
-def health(url: str, *, timeout: float = 2.0, allow_remote: bool = False) -> dict[str, Any] | None:
-    """GET /_localstack/health; the parsed JSON, or None if nothing sane answers."""
+def health(
+    url: str, *, timeout: float = 2.0, allow_remote: bool = False, ca: Path | None = None
+) -> dict[str, Any] | None:
+    """GET /_localstack/health; the parsed JSON, or None if nothing sane answers.
+
+    TLS is always verified: against `ca` (the lab's CA) when given, else the system's trust
+    store. An https loopback URL without a CA is probed over plain http on the same port
+    instead: LocalStack serves both there, and the health report is public and stays on this
+    machine, whereas its certificate is self-signed (no verify-off path, docs/localstack.md).
+    """
     url = check_endpoint(url, allow_remote=allow_remote)
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if url.startswith("https:"):
-        # LocalStack serves a self-signed certificate on the same port.
-        insecure = ssl._create_unverified_context()  # noqa: S323
-        handlers.append(urllib.request.HTTPSHandler(context=insecure))
+        if ca is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca))))
+        elif is_loopback(url):
+            url = "http:" + url[len("https:") :]
     opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(f"{url}/_localstack/health", timeout=timeout) as response:
@@ -220,10 +230,13 @@ class LocalStack:
         return paths(self.lab_dir).log if self.lab_dir else None
 
     def health(self) -> dict[str, Any] | None:
-        return health(self.endpoint, allow_remote=not is_loopback(self.endpoint))
+        return health(self.endpoint, allow_remote=not is_loopback(self.endpoint), ca=self.ca)
 
     def client(self, service: str, region: str = DEFAULT_REGION) -> Any:
-        """A boto3 client for this LocalStack with the dummy credentials test/test."""
+        """A boto3 client for this LocalStack with the dummy credentials test/test.
+
+        Over https it trusts only this LocalStack's CA (`ca`; the system's trust without one):
+        there is no verify-off path. The data path's pinned clients are aws.deployment's."""
         import boto3
         from botocore.config import Config
 
@@ -239,7 +252,7 @@ class LocalStack:
             endpoint_url=self.endpoint,
             aws_access_key_id="test",
             aws_secret_access_key="test",  # noqa: S106 -- LocalStack's dummy credentials
-            verify=False if self.endpoint.startswith("https:") else None,
+            verify=str(self.ca) if self.ca is not None and self.endpoint.startswith("https:") else None,
             config=config,
         )
 

@@ -44,6 +44,7 @@ from hsm_lab.fs import atomic_write_text, wipe
 from hsm_lab.hsm import HSM, class_key_label
 from hsm_lab.lab import MASTER_LABEL, Lab
 from hsm_lab.record import Record, verify_lab
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 WRAPPING_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256")
 WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
@@ -144,7 +145,7 @@ class Byok:
         kms_for: Callable[[str], Any],
         app_kms_for: Callable[[str], Any] | None = None,
         auditor_kms_for: Callable[[str], Any] | None = None,
-        primary_region: str = "eu-west-3",
+        primary_region: str = DEFAULT_PRIMARY_REGION,
         actor: str = "operator",
         master_label: str = MASTER_LABEL,
     ) -> None:

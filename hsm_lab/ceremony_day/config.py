@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hsm_lab import errors
+from infra.model.settings import DEFAULT_PRIMARY_REGION, DEFAULT_REPLICA_REGION
 
 CONFIG_FORMAT = "clefs.config/v1"
 CONFIG_NAME = "clefs.toml"
@@ -32,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "lab": "lab",
     "module": None,
     "endpoint": None,
-    "regions": ["eu-west-3", "eu-central-1"],
+    "regions": [DEFAULT_PRIMARY_REGION, DEFAULT_REPLICA_REGION],
 }
 SECRET_WORDS = ("pin", "passphrase", "password", "secret", "token_value")
 

@@ -31,6 +31,7 @@ from hsm_lab.custodians import (
 from hsm_lab.hsm import HSM, TokenSession
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
 from hsm_lab.shares import Share
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 if TYPE_CHECKING:
     from hsm_lab.byok import Byok
@@ -728,7 +729,8 @@ def _archive(where: Lab, stack: dict, target: str, say: Console | None = None) -
     """Archive the signed record in the stack's Object Lock bucket, as the ceremony role."""
     from hsm_lab.ceremony import archive
 
-    bucket, region = stack.get("transcript_bucket"), str(stack.get("primary_region") or "eu-west-3")
+    bucket = stack.get("transcript_bucket")
+    region = str(stack.get("primary_region") or DEFAULT_PRIMARY_REGION)
     if not isinstance(bucket, str) or "ceremony" not in _ROLE_CLIENTS:
         raise errors.InputError("the stack outputs name no transcript bucket: apply the stack again")
     state = record.verify_lab(where)
@@ -796,7 +798,7 @@ def _byok(
         kms_for=lambda region: roles["ceremony"]("kms", region),
         app_kms_for=lambda region: roles["app"]("kms", region),
         auditor_kms_for=lambda region: roles["auditor"]("kms", region),
-        primary_region=str(stack.get("primary_region", "eu-west-3")),
+        primary_region=str(stack.get("primary_region", DEFAULT_PRIMARY_REGION)),
         actor=actor(),
     )
     return byok, stack, target
@@ -915,7 +917,8 @@ def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool, say:
     """Read the archived record back (auditor) and check it against the lab's: None, or the gap."""
     from hsm_lab.ceremony import archive
 
-    bucket, region = stack.get("transcript_bucket"), str(stack.get("primary_region") or "eu-west-3")
+    bucket = stack.get("transcript_bucket")
+    region = str(stack.get("primary_region") or DEFAULT_PRIMARY_REGION)
     if not isinstance(bucket, str) or not where.transcript.exists():
         say.print("[yellow]transcript archive: not checked (no transcript bucket or no lab record here)[/]")
         return None

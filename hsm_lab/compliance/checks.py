@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hsm_lab import errors
 from hsm_lab.datapath import envelope
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 ClientFor = Callable[[str, str], Any]
 SCHEMA = "clefs.verify/v2"
@@ -632,7 +633,7 @@ def assess(
     """
     try:
         classes = outputs["classes"]
-        primary_region = outputs.get("primary_region", "eu-west-3")
+        primary_region = outputs.get("primary_region", DEFAULT_PRIMARY_REGION)
     except (KeyError, TypeError):
         raise errors.InputError("stack outputs have no 'classes': deploy the stack first") from None
     if not classes:

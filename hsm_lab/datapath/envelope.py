@@ -58,6 +58,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -65,6 +66,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import wipe
+from infra.model.data_classes import CLASS_NAME_PATTERN
 
 FORMAT = "clefs.envelope/v2"
 MAGIC = b"CLEF"
@@ -82,18 +84,18 @@ PREFIX = struct.Struct(">4sBI")  # magic, version, header length
 HEADER_FIELDS = frozenset(
     {"alg", "data_class", "record_id", "kms_key_arn", "edk", "nonce", "e2e", "written"}
 )
-WRITTEN_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+WRITTEN_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
 
 CONTEXT_KEY = "data_class"
 """The only KMS encryption-context key; equals infra.model.data_classes.ENCRYPTION_CONTEXT_KEY."""
 
 RECORD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-CLASS_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-MAX_CLASS_LEN = 64
+CLASS_RE = re.compile(CLASS_NAME_PATTERN)
+MAX_CLASS_LEN = 64  # the format's bound; a deployment's names are 3-32 (data_classes.NAME_MAX)
 
 
 def is_class_name(name: object) -> bool:
-    """A data class name as the envelope carries it: a-z 0-9 and single hyphens, at most 64."""
+    """A data class name as the envelope carries it: the class-name grammar, at most 64."""
     return isinstance(name, str) and len(name) <= MAX_CLASS_LEN and CLASS_RE.fullmatch(name) is not None
 
 
@@ -147,26 +149,37 @@ _ARN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,2048}")  # printable ASCII exc
 # The canonical header is a regular language: sorted keys, no whitespace, and value alphabets
 # that need no JSON escaping. One fullmatch checks the structure and extracts every field.
 _HEADER_RE = re.compile(
-    rb'\{"alg":"A256GCM","data_class":"([a-z0-9]+(?:-[a-z0-9]+)*)","e2e":(null|"age-x25519"),'
+    rb'\{"alg":"A256GCM","data_class":"('
+    + CLASS_NAME_PATTERN.encode("ascii")
+    + rb')","e2e":(null|"age-x25519"),'
     rb'"edk":"([A-Za-z0-9+/]+={0,2})","kms_key_arn":"([\x21\x23-\x5b\x5d-\x7e]{1,2048})",'
     rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})",'
     rb'"written":"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"\}'
 )
 
 
+_written_cache: tuple[int, str] = (-1, "")  # (UTC millisecond, its `written`): many records share one
+
+
 def written_now() -> str:
     """The `written` field for a record sealed now (UTC, milliseconds)."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    global _written_cache
+    millis = int(time.time() * 1000)
+    cached = _written_cache  # one tuple read: safe without a lock (a race only recomputes)
+    if cached[0] != millis:
+        second, rest = divmod(millis, 1000)
+        cached = (millis, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{rest:03d}Z")
+        _written_cache = cached
+    return cached[1]
 
 
 def _valid_written(value: str) -> bool:
-    from datetime import datetime
-
+    """The shape (ASCII digits) and a real calendar time; fromisoformat is C, strptime was the
+    largest single per-record cost (it rejects the same values: month 13, second 60, year 0)."""
     if not WRITTEN_RE.fullmatch(value):
         return False
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        datetime.fromisoformat(value[:-1])
     except ValueError:
         return False
     return True
@@ -209,7 +222,23 @@ def _encode_checked(
     e2e: str | None,
     written: str,
 ) -> bytes:
-    """encode_header for fields the caller has already checked (the encrypt hot path)."""
+    """encode_header for fields the caller has already checked."""
+    return _template(data_class, e2e, edk_b64, kms_key_arn) + _tail(
+        nonce_b64.encode("ascii"), record_id, written
+    )
+
+
+_NONCE_KEY = b'"nonce":"'
+# The header after its per-data-key part: what changes per record.
+_TAIL_RE = re.compile(
+    rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})",'
+    rb'"written":"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"\}'
+)
+
+
+def _template(data_class: str, e2e: str | None, edk_b64: str, kms_key_arn: str) -> bytes:
+    """The header's bytes up to and including ``"nonce":"``: the same for every record sealed
+    under one data key, class and e2e mode, so the hot path builds it once per data key."""
     return "".join(
         (
             '{"alg":"A256GCM","data_class":"',
@@ -221,14 +250,22 @@ def _encode_checked(
             '","kms_key_arn":"',
             kms_key_arn,
             '","nonce":"',
-            nonce_b64,
-            '","record_id":"',
-            record_id,
-            '","written":"',
-            written,
-            '"}',
         )
     ).encode("ascii")
+
+
+def _tail(nonce_b64: bytes, record_id: str, written: str) -> bytes:
+    """The header's bytes after the template (the per-record part)."""
+    return b"".join(
+        (
+            nonce_b64,
+            b'","record_id":"',
+            record_id.encode("ascii"),
+            b'","written":"',
+            written.encode("ascii"),
+            b'"}',
+        )
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -366,6 +403,8 @@ class DataKey:
     edk: bytes
     key_arn: str  # the KMS key that wrapped it, as KMS reported it
     aead: AESGCM | None = None
+    # (class, e2e) -> _template; declared before `bytes` (the counter), which shadows the type below it
+    templates: dict[tuple[str, str | None], bytes] = field(default_factory=dict)
     created: float = 0.0
     messages: int = 0
     bytes: int = 0
@@ -446,17 +485,15 @@ class DataKeyCache:
         """A usable data key for one message of `size` bytes (`load` fetches a new one).
 
         Pair every checkout with :meth:`checkin` (or use :meth:`lease`)."""
+        limits = self.limits
         with self._lock:
             now = self.clock()
             entry = self._entries.get(cache_key)
             if entry is not None and (
-                now - entry.created >= self.limits.max_age_seconds
+                now - entry.created >= limits.max_age_seconds
                 or (
                     metered
-                    and (
-                        entry.messages >= self.limits.max_messages
-                        or entry.bytes + size > self.limits.max_bytes
-                    )
+                    and (entry.messages >= limits.max_messages or entry.bytes + size > limits.max_bytes)
                 )
             ):
                 self._retire(cache_key)
@@ -532,6 +569,14 @@ class EnvelopeCrypter:
     decrypt_cache: DataKeyCache = field(default_factory=DataKeyCache)
     kms_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Header templates (see _template) that `parse` accepted, -> (class, key ARN, edk, e2e): a
+    # header that starts with one needs only its per-record tail checked. Syntax only, no key.
+    _known: dict[bytes, tuple[str, str, bytes, str | None]] = field(default_factory=dict, repr=False)
+    _last: dict[str, tuple[bytes, tuple[str, str, bytes, str | None]]] = field(
+        default_factory=dict, repr=False
+    )  # class -> its last _known entry (startswith is cheaper than find + hash)
+    _class_names: set[str] = field(default_factory=set, repr=False)  # names is_class_name accepted
+    _written_ok: set[str] = field(default_factory=set, repr=False)  # `written` values already valid
 
     @classmethod
     def with_limits(
@@ -606,14 +651,18 @@ class EnvelopeCrypter:
     ) -> bytearray:
         """The envelope of one record (class key `key_arn` in `region`), stamped `written` (now)."""
         check_record_id(record_id)
-        if not is_class_name(data_class):
-            raise InputError(f"data class {data_class[:40]!r} is not a class name")
+        if data_class not in self._class_names:
+            if not is_class_name(data_class):
+                raise InputError(f"data class {data_class[:40]!r} is not a class name")
+            if len(self._class_names) < DEFAULT_MAX_ENTRIES:
+                self._class_names.add(data_class)
         if e2e not in E2E_MODES:
             raise InputError(f"unknown end-to-end mode {e2e!r}")
-        written = written_now() if written is None else written
-        if not _valid_written(written):
+        if written is None:
+            written = written_now()  # valid by construction
+        elif not self._valid_written(written):
             raise InputError(f"written time {written[:30]!r} is not YYYY-MM-DDTHH:MM:SS.mmmZ")
-        size = len(memoryview(plaintext).cast("B"))
+        size = plaintext.nbytes if isinstance(plaintext, memoryview) else len(plaintext)
         if size > MAX_RECORD_BYTES:
             raise InputError(
                 f"record {data_class}/{record_id} is {size} bytes; the limit is {MAX_RECORD_BYTES}"
@@ -628,18 +677,73 @@ class EnvelopeCrypter:
         try:
             nonce = os.urandom(NONCE_LEN)  # fresh per record; a key sees <= max_messages of them
             # class, record id and e2e checked above, the key ARN when the data key was loaded
-            prefix = _prefix(
-                _encode_checked(
-                    data_class, record_id, data_key.key_arn, data_key.edk_b64, _b64(nonce), e2e, written
-                )
-            )
-            out = bytearray(len(prefix) + size + TAG_LEN)
-            out[: len(prefix)] = prefix
-            assert data_key.aead is not None
-            data_key.aead.encrypt_into(nonce, plaintext, prefix, memoryview(out)[len(prefix) :])
+            template = data_key.templates.get((data_class, e2e))
+            if template is None:
+                template = _template(data_class, e2e, data_key.edk_b64, data_key.key_arn)
+                data_key.templates[(data_class, e2e)] = template
+            header = template + _tail(binascii.b2a_base64(nonce, newline=False), record_id, written)
+            prefix = PREFIX.pack(MAGIC, VERSION, len(header)) + header
+            start = len(prefix)
+            out = bytearray(start + size + TAG_LEN)
+            out[:start] = prefix
+            aead = data_key.aead
+            assert aead is not None
+            aead.encrypt_into(nonce, plaintext, prefix, memoryview(out)[start:])
         finally:
             cache.checkin(data_key)
         return out
+
+    def _parse_known(
+        self, view: memoryview, data_class: str, record_id: str
+    ) -> tuple[Header, int] | None:
+        """The header and AAD length when the header starts with a template `parse` already
+        accepted for this class; None sends the record to the full parser (never an answer)."""
+        if len(view) < PREFIX.size + TAG_LEN:
+            return None
+        magic, version, length = PREFIX.unpack_from(view)
+        end = PREFIX.size + length
+        if magic != MAGIC or version != VERSION or not 0 < length <= MAX_HEADER or len(view) < end + TAG_LEN:
+            return None
+        header = bytes(view[PREFIX.size : end])
+        last = self._last.get(data_class)  # most records of a class share its current data key
+        if last is not None and header.startswith(last[0]):
+            template, known = last
+        else:
+            template = header[: header.find(_NONCE_KEY) + len(_NONCE_KEY)]
+            found = self._known.get(template)
+            if found is None or found[0] != data_class:
+                return None
+            known = found
+            self._last[data_class] = (template, known)
+        tail = _TAIL_RE.fullmatch(header, len(template) - len(_NONCE_KEY))
+        if tail is None:
+            return None
+        nonce_b64, rid, written_b = tail.groups()
+        written = written_b.decode("ascii")
+        if rid.decode("ascii") != record_id or not self._valid_written(written):
+            return None
+        nonce = binascii.a2b_base64(nonce_b64)  # 16 characters: exactly 12 bytes, canonical
+        return Header(data_class, record_id, known[1], known[2], nonce, known[3], written), end
+
+    def _valid_written(self, written: str) -> bool:
+        """_valid_written, remembered: records sealed in the same millisecond share the value."""
+        seen = self._written_ok
+        if written in seen:
+            return True
+        if not _valid_written(written):
+            return False
+        if len(seen) >= DEFAULT_MAX_ENTRIES:
+            seen.clear()
+        seen.add(written)
+        return True
+
+    def _remember(self, header: Header) -> None:
+        """Record a parsed header's template for _parse_known (bounded: cleared when full)."""
+        known = self._known
+        if len(known) >= DEFAULT_MAX_ENTRIES:
+            known.clear()
+        template = _template(header.data_class, header.e2e, _b64(header.edk), header.kms_key_arn)
+        known[template] = (header.data_class, header.kms_key_arn, header.edk, header.e2e)
 
     def decrypt(
         self,
@@ -655,10 +759,20 @@ class EnvelopeCrypter:
         The class and record id are checked before KMS is called; KMS then unwraps the data
         key only under this class's context (and key `key_arn`); GCM authenticates the rest.
         """
-        envelope = parse(blob, data_class, record_id)
-        header = envelope.header
-        if header.data_class != data_class or header.record_id != record_id:
-            raise _wrong_record(data_class, record_id)
+        view = memoryview(blob)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        fast = self._parse_known(view, data_class, record_id)
+        if fast is None:
+            envelope = parse(view, data_class, record_id)
+            header = envelope.header
+            if header.data_class != data_class or header.record_id != record_id:
+                raise _wrong_record(data_class, record_id)
+            self._remember(header)
+            aad, body = envelope.aad, envelope.body
+        else:
+            header, end = fast
+            aad, body = view[:end], view[end:]
         cache = self.decrypt_cache
         data_key = cache.checkout(
             (data_class, header.edk),
@@ -668,7 +782,7 @@ class EnvelopeCrypter:
         )
         try:
             assert data_key.aead is not None
-            plaintext = data_key.aead.decrypt(header.nonce, envelope.body, envelope.aad)
+            plaintext = data_key.aead.decrypt(header.nonce, body, aad)
         except InvalidTag:
             raise _not_authentic(data_class, record_id) from None
         finally:

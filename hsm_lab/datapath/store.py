@@ -40,8 +40,10 @@ from hsm_lab.datapath.envelope import (
     check_record_id,
 )
 from hsm_lab.errors import ClefsError, InputError
+from infra.model import data_classes
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
-DEFAULT_REGION = "eu-west-3"
+DEFAULT_REGION = DEFAULT_PRIMARY_REGION
 KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` asks again
 HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER  # enough to read any envelope header
 META_FORMAT = "clefs-format"
@@ -105,8 +107,9 @@ def parse_classes(classes: object, source: str = "deployment") -> dict[str, Clas
     parsed: dict[str, ClassTarget] = {}
     for name, spec in classes.items():
         where = f"{source}: class {str(name)[:40]!r}"
-        if not envelope.is_class_name(name):
-            raise InputError(f"{where}: not a class name")
+        problem = data_classes.name_problem(name)  # the deployment's rule, as the program applied it
+        if problem is not None:
+            raise InputError(f"{where}: not a class name ({problem[:120]})")
         if not isinstance(spec, Mapping):
             raise InputError(f"{where}: settings must be an object")
         e2e = spec.get("end_to_end", False)

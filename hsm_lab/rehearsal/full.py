@@ -30,6 +30,7 @@ from hsm_lab.compliance import Report, assess
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import RECOVERY_TOKEN, Lab
 from hsm_lab.rehearsal import Rehearsal, rehearse
+from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 DRILL_CLASS = "revocation-drill"
 AES_WRAP_CLASS = "health-documents"  # shown with RSA_AES_KEY_WRAP_SHA_256; others with OAEP-SHA1
@@ -102,7 +103,7 @@ def rehearse_pyramid(
                 user_pin=pins[RECOVERY_TOKEN],
                 so_pin=so_pin,
                 kms_for=lambda region: client_for("kms", region),
-                primary_region=str(recording.outputs.get("primary_region", "eu-west-3")),
+                primary_region=str(recording.outputs.get("primary_region", DEFAULT_PRIMARY_REGION)),
                 actor="rehearsal",
             )
             for data_class in sorted(recording.outputs["classes"]):

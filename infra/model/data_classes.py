@@ -31,7 +31,10 @@ PROTECTION_LEVELS = (AT_REST, IN_TRANSIT, END_TO_END)
 MANDATORY_PROTECTION = (AT_REST, IN_TRANSIT)
 
 NAME_MIN, NAME_MAX = 3, 32
-_NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+CLASS_NAME_PATTERN = r"[a-z0-9]+(?:-[a-z0-9]+)*"
+"""The one grammar of a class name (no anchors): the config, the stack outputs and the envelope
+header (hsm_lab.datapath.envelope builds its parser from it) all use this string."""
+_NAME_RE = re.compile(CLASS_NAME_PATTERN)
 _NAME_RULE = (
     f"use {NAME_MIN}-{NAME_MAX} characters of lowercase letters, digits and single hyphens, "
     "starting and ending with a letter or digit"
@@ -57,7 +60,7 @@ def name_problem(name: object) -> str | None:
     """Why `name` is not a valid class name (None when it is valid)."""
     if not isinstance(name, str):
         return f"expected a string, got {type(name).__name__}"
-    if not NAME_MIN <= len(name) <= NAME_MAX or not _NAME_RE.match(name):
+    if not NAME_MIN <= len(name) <= NAME_MAX or not _NAME_RE.fullmatch(name):  # `$` let a final \n in
         return f"{name!r} is invalid: {_NAME_RULE}"
     return None
 

@@ -133,3 +133,16 @@ def test_module_does_not_import_pulumi() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_class_name_grammar_for_config_outputs_and_envelope() -> None:
+    """The config rule, the stack-outputs check and the envelope parser share one pattern."""
+    from hsm_lab.datapath import envelope, store
+    from hsm_lab.errors import InputError
+    from infra.model.data_classes import CLASS_NAME_PATTERN
+
+    assert envelope.CLASS_RE.pattern == CLASS_NAME_PATTERN
+    assert CLASS_NAME_PATTERN.encode() in envelope._HEADER_RE.pattern
+    assert name_problem("appointments\n") is not None  # `^...$` with match() let a final newline in
+    with pytest.raises(InputError, match="not a class name"):
+        store.parse_classes({"ab": {"regions": {"eu-west-3": {"key_arn": "a", "bucket": "b"}}}})
