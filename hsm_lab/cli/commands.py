@@ -582,8 +582,10 @@ def transcript_upload(
     where = Lab.at(lab)
     stack = _outputs(where, outputs)
     profiles: dict[str, str | None] = {"ceremony": ceremony_profile}
-    _aws(endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle)
-    _archive(where, stack, "aws" if real_aws else "localstack")
+    _url, _target, roles = _role_clients(
+        endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle
+    )
+    _archive(where, stack, "aws" if real_aws else "localstack", roles["ceremony"])
 
 
 @transcript_app.command("export")
@@ -669,9 +671,6 @@ Clients = Callable[[str, str], object]
 _LOADED_STACK: dict = {}  # what `_outputs` loaded last: `_aws` takes the stack's account from it
 
 
-_ROLE_CLIENTS: dict[str, Clients] = {}  # real AWS: the client factory of each role, set by `_aws`
-
-
 def _aws(
     endpoint: str | None,
     real_aws: bool,
@@ -680,17 +679,30 @@ def _aws(
     profiles: dict[str, str | None] | None = None,
     trust_ca_bundle: bool = False,
 ) -> tuple[str, str, Clients]:
-    """(url, description, clients): real AWS, or HTTPS to LocalStack pinned to the lab's CA.
+    """(url, description, the auditor's clients): for commands that only read."""
+    url, description, roles = _role_clients(
+        endpoint, real_aws, lab_root, account_id, profiles, trust_ca_bundle
+    )
+    return url, description, roles["auditor"]
 
-    Real AWS: one session per role (hsm_lab.aws.access), every endpoint override refused; the
-    returned clients are the auditor's (reads), the others are in `_ROLE_CLIENTS`. On
+
+def _role_clients(
+    endpoint: str | None,
+    real_aws: bool,
+    lab_root: Path,
+    account_id: str | None = None,
+    profiles: dict[str, str | None] | None = None,
+    trust_ca_bundle: bool = False,
+) -> tuple[str, str, dict[str, Clients]]:
+    """(url, description, clients per role): real AWS, or HTTPS to LocalStack pinned to the lab's CA.
+
+    Real AWS: one session per role (hsm_lab.aws.access), every endpoint override refused. On
     LocalStack one identity plays every role; the account is the stack's (its outputs), else
     this lab's own (docs/localstack.md: each lab is its own account).
     """
     from hsm_lab.aws import localstack
     from hsm_lab.aws.deployment import lab_account, localstack_clients, require_stack
 
-    _ROLE_CLIENTS.clear()
     if real_aws:
         from hsm_lab.aws.access import ROLES
         from hsm_lab.aws.access import real_aws as real
@@ -698,10 +710,10 @@ def _aws(
         if endpoint:
             raise errors.InputError("--endpoint is for LocalStack; with --aws the endpoint is botocore's own")
         access = real(profiles, trust_ca_bundle=trust_ca_bundle)
-        _ROLE_CLIENTS.update({role: access.clients(role) for role in ROLES})
+        roles = {role: access.clients(role) for role in ROLES}
         if _LOADED_STACK:
-            require_stack(_LOADED_STACK, _ROLE_CLIENTS["auditor"], localstack=False)
-        return "aws", access.describe(), _ROLE_CLIENTS["auditor"]
+            require_stack(_LOADED_STACK, roles["auditor"], localstack=False)
+        return "aws", access.describe(), roles
     ca = None
     if endpoint:
         url = localstack.check_endpoint(endpoint)
@@ -719,26 +731,26 @@ def _aws(
     elif account_id is None:
         account_id = lab_account(lab_root)
     clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
-    _ROLE_CLIENTS.update({"ceremony": clients, "app": clients, "auditor": clients})
     if _LOADED_STACK:  # a command that reads the stack: say so when LocalStack lost it
         require_stack(_LOADED_STACK, clients, localstack=True)
-    return pin.url, f"{pin.url}, {pin.describe()}", clients
+    one = {"ceremony": clients, "app": clients, "auditor": clients}  # LocalStack: one identity
+    return pin.url, f"{pin.url}, {pin.describe()}", one
 
 
-def _archive(where: Lab, stack: dict, target: str, say: Console | None = None) -> None:
+def _archive(where: Lab, stack: dict, target: str, ceremony: Clients, say: Console | None = None) -> None:
     """Archive the signed record in the stack's Object Lock bucket, as the ceremony role."""
     from hsm_lab.ceremony import archive
 
     bucket = stack.get("transcript_bucket")
     region = str(stack.get("primary_region") or DEFAULT_PRIMARY_REGION)
-    if not isinstance(bucket, str) or "ceremony" not in _ROLE_CLIENTS:
+    if not isinstance(bucket, str):
         raise errors.InputError("the stack outputs name no transcript bucket: apply the stack again")
     state = record.verify_lab(where)
     folder = archive.upload(
         state,
         where.transcript.read_bytes(),
         where.transcript_head.read_bytes(),
-        _ROLE_CLIENTS["ceremony"]("s3", region),
+        ceremony("s3", region),
         bucket,
     )
     enforced = "AWS enforces it" if target == "aws" else "LocalStack stores it, enforces nothing"
@@ -780,15 +792,17 @@ def _byok(
     so: bool,
     profiles: dict[str, str | None] | None = None,
     trust_ca_bundle: bool = False,
-) -> tuple[Byok, dict, str]:
-    """The Byok driver for this lab's token: the ceremony imports, the app proves, the auditor reads."""
+) -> tuple[Byok, dict, str, dict[str, Clients]]:
+    """The Byok driver for this lab's token: the ceremony imports, the app proves, the auditor reads.
+
+    Also returns the clients per role: the ceremony's archive the record afterwards.
+    """
     from hsm_lab.byok import Byok
 
     stack = _outputs(where, outputs)
-    _url, target, _auditor = _aws(
+    _url, target, roles = _role_clients(
         endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle
     )
-    roles = dict(_ROLE_CLIENTS)
     byok = Byok(
         hsm,
         where,
@@ -801,7 +815,7 @@ def _byok(
         primary_region=str(stack.get("primary_region", DEFAULT_PRIMARY_REGION)),
         actor=actor(),
     )
-    return byok, stack, target
+    return byok, stack, target, roles
 
 
 @byok_app.command("import")
@@ -840,7 +854,7 @@ def byok_import(
     expiry = _expiry(expires_in_days, no_expiry)  # checked before any AWS call or PIN prompt
     where, hsm = _open(lab, module)
     profiles = {"ceremony": ceremony_profile, "app": app_profile, "auditor": auditor_profile}
-    byok, stack, target = _byok(
+    byok, stack, target, roles = _byok(
         where,
         hsm,
         outputs,
@@ -867,7 +881,7 @@ def byok_import(
         )
     proved = byok.prove(data_class, arns[0], arns[-1])
     say.print(f"[green]proved[/]: encrypted under {arns[0]}, decrypted under {arns[-1]}")
-    _archive(where, stack, "aws" if real_aws else "localstack", say)
+    _archive(where, stack, "aws" if real_aws else "localstack", roles["ceremony"], say)
     if as_json:
         from hsm_lab.ceremony_day.outputs import byok_doc
 
@@ -894,7 +908,7 @@ def byok_revoke(
 
     where, hsm = _open(lab, module)
     profiles = {"ceremony": ceremony_profile, "app": app_profile, "auditor": auditor_profile}
-    byok, stack, _target = _byok(
+    byok, stack, _target, roles = _byok(
         where,
         hsm,
         outputs,
@@ -910,7 +924,7 @@ def byok_revoke(
         raise errors.InputError(f"class {data_class} has no key in region {region}")
     refusal = byok.revoke(arns[0], data_class)
     out.print(f"{arns[0]}: material deleted; decrypt now refused ({refusal}). Re-import with `byok import`.")
-    _archive(where, stack, "aws" if real_aws else "localstack")
+    _archive(where, stack, "aws" if real_aws else "localstack", roles["ceremony"])
 
 
 def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool, say: Console) -> str | None:
