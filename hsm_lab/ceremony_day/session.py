@@ -32,48 +32,65 @@ Protocol (versioned JSON lines, one request and one reply per connection):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
 import hmac
 import json
 import os
-import re
-import resource
-import signal
 import socket
 import stat
-import struct
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 import pyrage
 
 from hsm_lab import ceremony, errors, shares
-from hsm_lab.ceremony.jose import b64, b64_decode
-from hsm_lab.custodians import Custodian, check_name, load_identities
+from hsm_lab.ceremony.jose import b64_decode
+from hsm_lab.ceremony_day.guard import (
+    Stop,
+    alive,
+    harden_process,
+    restore_signals,
+    start_janitor,
+    stop_janitor,
+    trap_signals,
+)
+from hsm_lab.ceremony_day.plan import Outcome, StepPlan, describe, perform
+from hsm_lab.ceremony_day.presenter import cancel, hello, needs_passphrase, present, request, status
+from hsm_lab.ceremony_day.wire import (
+    MAX_LINE,
+    PROTOCOL,
+    REQUEST_TIMEOUT,
+    parse_nonce,
+    peer,
+    read_request,
+    require_lab,
+    session_nonce,
+    show_nonce,
+    socket_path,
+)
+from hsm_lab.custodians import check_name
 from hsm_lab.fs import wipe
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
 from hsm_lab.record import Record, fingerprint_words, grouped
 from hsm_lab.shares import Share
 
-PROTOCOL = "clefs.ceremony-session/v1"
-SESSION_DIR = "ceremony-session"
-SOCKET_NAME = "session.sock"
+__all__ = [  # the presenters' side and the wire are re-exported: callers import them from here
+    "PROTOCOL",
+    "CeremonySession",
+    "Outcome",
+    "StepPlan",
+    "cancel",
+    "hello",
+    "needs_passphrase",
+    "parse_nonce",
+    "present",
+    "request",
+    "require_lab",
+    "status",
+]
+
 DEFAULT_TIMEOUT = 15 * 60  # seconds
-NONCE_DOMAIN = b"clefs.ceremony-session-nonce/v1\x00"
-NONCE_HEX = 20  # 80 bits: grinding an X25519 key to match is out of reach
-MAX_LINE = 64 * 1024  # a sealed share is ~300 bytes
-REQUEST_TIMEOUT = 10.0  # seconds a connection may take to send its line
-STEP_TIMEOUT = 600.0  # seconds a presenter waits for the reply that performs the step
-SUN_PATH_MAX = 107
-STEPS = ("import", "rekey")
 
 Say = Callable[[str], None]
 
@@ -82,94 +99,7 @@ def _ignore(_line: str) -> None:
     return None
 
 
-# -- names and nonces ----------------------------------------------------------------
-
-
-def session_dir(lab: Lab) -> Path:
-    return lab.root / SESSION_DIR
-
-
-def socket_path(lab: Lab) -> Path:
-    path = session_dir(lab) / SOCKET_NAME
-    if len(os.fsencode(str(path))) > SUN_PATH_MAX:
-        raise errors.InputError(
-            f"the lab path is too long for a Unix socket ({path} is over {SUN_PATH_MAX} bytes): use a "
-            "shorter --lab"
-        )
-    return path
-
-
-def session_nonce(recipient: str) -> str:
-    """The witnesses' nonce: the fingerprint of the session's ephemeral age recipient."""
-    return hashlib.sha256(NONCE_DOMAIN + recipient.encode("ascii")).hexdigest()[:NONCE_HEX]
-
-
-def parse_nonce(text: str) -> str:
-    """A nonce as a person types it: hex, any case, spaces or dashes allowed."""
-    value = re.sub(r"[\s:-]", "", text or "").lower()
-    if not re.fullmatch(rf"[0-9a-f]{{{NONCE_HEX}}}", value):
-        raise errors.InputError(
-            f"--nonce takes the {NONCE_HEX} hex digits the ceremony session printed "
-            "(spaces or dashes allowed)"
-        )
-    return value
-
-
-def show_nonce(nonce: str) -> str:
-    return grouped(nonce)
-
-
-def require_lab(lab: Lab) -> None:
-    """Refuse a directory that is not an initialised lab: ceremony-day commands create no lab."""
-    if not (lab.root / "anchor.json").is_file():
-        raise errors.InputError(
-            f"{lab.root} is not an initialised Clefs lab (no anchor.json): pass --lab or set CLEFS_LAB, "
-            "or run `hsm-lab init` there first"
-        )
-
-
 # -- the step the session performs ---------------------------------------------------
-
-
-@dataclass
-class StepPlan:
-    """Everything `import_master` / `rekey` need except the shares (no secret but the PIN)."""
-
-    step: str
-    token: str
-    user_pin: str = field(repr=False)
-    actor: str = "operator"
-    authorise_signer: bool = False
-    expect_kcv: str | None = None
-    expect_signer: str | None = None
-    expect_ceremony: str | None = None
-    custodians: list[Custodian] = field(default_factory=list)
-    threshold: int = 5
-    passphrases: dict[str, str] = field(default_factory=dict, repr=False)
-    allow_weak: bool = False
-    allow_no_spare: bool = False
-
-    def __post_init__(self) -> None:
-        if self.step not in STEPS:
-            raise errors.InputError(f"--step {self.step!r}: a session performs import or rekey")
-        if self.step == "rekey" and not self.custodians:
-            raise errors.InputError("--step rekey needs --custodians (the NEW custodian file)")
-        if self.step == "import" and self.custodians:
-            raise errors.InputError("--custodians is for --step rekey; an import keeps the share set")
-
-
-@dataclass
-class Outcome:
-    """How a session ended: done (with the step's result), cancelled, timeout, stopped or failed."""
-
-    status: str
-    detail: str
-    presented: list[str]
-    result: dict[str, Any] | None = None
-
-
-class _Stop(BaseException):
-    """A signal asked the session to stop: wipe and leave."""
 
 
 # -- the session -----------------------------------------------------------------------
@@ -270,7 +200,7 @@ class CeremonySession:
             raise errors.InputError(f"{directory} is not a directory owned by you; remove it and retry")
         os.chmod(directory, 0o700)
         if self.path.exists() or self.path.is_symlink():
-            if _alive(self.path):
+            if alive(self.path):
                 raise errors.InputError(
                     f"a ceremony session is already open in {self.lab.root} ({self.path}); cancel it "
                     "(`ceremony cancel --nonce N`) or wait for it to end"
@@ -290,12 +220,12 @@ class CeremonySession:
         """Listen until K valid shares (then perform the step), cancel, timeout or a signal."""
         if self.quorum is None:
             self.prepare()
-        _harden_process()
+        harden_process()
         self.deadline = time.monotonic() + self.timeout
         server = self._bind()
         inode = os.lstat(self.path).st_ino
-        janitor = _start_janitor(self.path, inode)
-        previous = _trap_signals()
+        janitor = start_janitor(self.path, inode)
+        previous = trap_signals()
         try:
             for line in self.banner():
                 self.say(line)
@@ -311,7 +241,7 @@ class CeremonySession:
                     continue
                 with conn:
                     self._handle(conn)
-        except _Stop:
+        except Stop:
             self._end("stopped", "stopped by a signal")
         finally:
             self._wipe()
@@ -321,8 +251,8 @@ class CeremonySession:
                     self.path.unlink()
             with contextlib.suppress(OSError):
                 self.path.parent.rmdir()
-            _stop_janitor(janitor)
-            _restore_signals(previous)
+            stop_janitor(janitor)
+            restore_signals(previous)
         assert self.outcome is not None
         self.say(f"session {self.outcome.status}: {self.outcome.detail}")
         return self.outcome
@@ -342,11 +272,11 @@ class CeremonySession:
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(REQUEST_TIMEOUT)
         try:
-            pid, uid = _peer(conn)
+            pid, uid = peer(conn)
             if uid != os.getuid():
                 self._reply(conn, error=f"uid {uid} may not talk to this session")
                 return
-            request = _read_request(conn)
+            request = read_request(conn)
             op = request.get("op")
             if op in ("hello", "status"):
                 self._reply(conn)
@@ -409,71 +339,13 @@ class CeremonySession:
             self._end("failed", f"{self.plan.step} failed: {exc}")
             self._reply(conn, error=f"{self.plan.step} failed: {exc}")
             return
-        self._end("done", _describe(result), result)
+        self._end("done", describe(result), result)
         self._reply(conn, result=result)
 
     def _perform(self) -> dict[str, Any]:
         """Run the step with the accepted shares (copies, wiped by the step); refusals are recorded."""
         assert self.quorum is not None
-        plan = self.plan
-        sources: list[tuple[str, ceremony.ShareSource]] = [
-            (r["custodian"], _refusal(r["reason"])) for r in self.refused
-        ]
-        sources += [(s.custodian, _copy(s)) for s in self.quorum.accepted]
-
-        def event(who: str, what: str) -> None:
-            if who != "manifest" and not what.startswith("refused"):
-                self.say(f"    {who}: {what}")
-
-        if plan.step == "import":
-            manifest, used, kcv = ceremony.import_master(
-                self.hsm,
-                self.lab,
-                token=plan.token,
-                user_pin=plan.user_pin,
-                sources=sources,
-                actor=plan.actor,
-                on_event=event,
-                on_warning=lambda line: self.say(f"warning: {line}"),
-                authorise_signer=plan.authorise_signer,
-                expect_kcv=plan.expect_kcv,
-                expect_signer=plan.expect_signer,
-                expect_ceremony=plan.expect_ceremony,
-            )
-            return {
-                "step": "import",
-                "token": plan.token,
-                "ceremony_id": manifest.ceremony_id,
-                "key_label": manifest.key_label,
-                "kcv": kcv,
-                "manifest_kcv": manifest.kcv,
-                "custodians": used,
-            }
-        old, new, used = ceremony.rekey(
-            self.hsm,
-            self.lab,
-            token=plan.token,
-            user_pin=plan.user_pin,
-            sources=sources,
-            custodians=plan.custodians,
-            threshold=plan.threshold,
-            passphrases=plan.passphrases,
-            allow_weak=plan.allow_weak,
-            allow_no_spare=plan.allow_no_spare,
-            actor=plan.actor,
-            on_event=event,
-            on_warning=lambda line: self.say(f"warning: {line}"),
-        )
-        return {
-            "step": "rekey",
-            "token": plan.token,
-            "old_ceremony_id": old.ceremony_id,
-            "ceremony_id": new.ceremony_id,
-            "kcv": new.kcv,
-            "threshold": new.threshold,
-            "shares": new.share_count,
-            "custodians": used,
-        }
+        return perform(self.hsm, self.lab, self.plan, self.refused, self.quorum.accepted, self.say)
 
     def _reply(
         self, conn: socket.socket, *, error: str | None = None, result: dict[str, Any] | None = None
@@ -484,31 +356,6 @@ class CeremonySession:
         if result is not None:
             doc["result"] = result
         conn.sendall(json.dumps(doc).encode() + b"\n")
-
-
-def _describe(result: dict[str, Any]) -> str:
-    if result["step"] == "import":
-        return (
-            f"master key {result['key_label']} imported into {result['token']} from "
-            f"{', '.join(result['custodians'])}; HSM KCV {result['kcv']} = manifest KCV "
-            f"{result['manifest_kcv']}"
-        )
-    return (
-        f"new share set {result['ceremony_id']} ({result['threshold']}-of-{result['shares']}, KCV "
-        f"{result['kcv']}) dealt with the quorum {', '.join(result['custodians'])}; "
-        f"{result['old_ceremony_id']} retired"
-    )
-
-
-def _copy(share: Share) -> ceremony.ShareSource:
-    return lambda: Share(share.ceremony_id, share.custodian, bytearray(share.value))
-
-
-def _refusal(reason: str) -> ceremony.ShareSource:
-    def refuse() -> Share:
-        raise errors.ShareRejected(reason)
-
-    return refuse
 
 
 def _open_sealed(identity: pyrage.x25519.Identity, sealed: str, who: str) -> Share:
@@ -522,249 +369,3 @@ def _open_sealed(identity: pyrage.x25519.Identity, sealed: str, who: str) -> Sha
         return shares.parse_share(bytes(payload), who)
     finally:
         wipe(payload)
-
-
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the connected process, from the kernel (SO_PEERCRED)."""
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", raw)
-    return pid, uid
-
-
-def _read_request(conn: socket.socket) -> dict[str, Any]:
-    data = _read_line(conn)
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise errors.InputError("a request is one JSON object on one line") from None
-    if not isinstance(doc, dict):
-        raise errors.InputError("a request is one JSON object on one line")
-    if doc.get("v") != PROTOCOL:
-        raise errors.InputError(f"protocol {str(doc.get('v'))[:40]!r} is not {PROTOCOL}")
-    return doc
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    chunks = bytearray()
-    while not chunks.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        chunks += chunk
-        if len(chunks) > MAX_LINE:
-            raise errors.InputError(f"a line longer than {MAX_LINE} bytes was refused")
-    return bytes(chunks)
-
-
-def _alive(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def _harden_process() -> None:
-    """No core dump and no ptrace by other processes of the same user (best effort, Linux)."""
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-
-
-JANITOR = """
-import os, sys
-path, inode = sys.argv[1], int(sys.argv[2])
-sys.stdin.buffer.read()  # returns when the session closes the pipe or dies (even SIGKILL)
-try:
-    if os.lstat(path).st_ino == inode:
-        os.unlink(path)
-except FileNotFoundError:
-    pass
-try:
-    os.rmdir(os.path.dirname(path))
-except OSError:
-    pass
-"""
-
-
-def _start_janitor(path: Path, inode: int) -> subprocess.Popen[bytes] | None:
-    """A tiny process that removes the socket when the session dies, however it dies."""
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-I", "-c", JANITOR, str(path), str(inode)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C at the session's terminal does not reach it
-            env={},
-        )
-    except OSError:
-        return None
-
-
-def _stop_janitor(janitor: subprocess.Popen[bytes] | None) -> None:
-    if janitor is None:
-        return
-    with contextlib.suppress(OSError):
-        assert janitor.stdin is not None
-        janitor.stdin.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        janitor.wait(timeout=5)
-
-
-Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def _trap_signals() -> dict[int, Handler]:
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        raise _Stop
-
-    previous: dict[int, Handler] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            previous[signum] = signal.signal(signum, stop)
-    return previous
-
-
-def _restore_signals(previous: dict[int, Handler]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-
-
-# -- presenters and the administrator -------------------------------------------------
-
-
-@contextlib.contextmanager
-def _connect(lab: Lab, timeout: float) -> Iterator[socket.socket]:
-    path = socket_path(lab)
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise errors.InputError(
-            f"no ceremony session is open in {lab.root} (no {path}): the ceremony administrator runs "
-            "`ceremony open` first"
-        ) from None
-    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise errors.InputError(f"{path} is not a private socket of yours (0600): refusing to use it")
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(timeout)
-    try:
-        try:
-            conn.connect(str(path))
-        except OSError:
-            raise errors.InputError(
-                f"the ceremony session at {path} is not answering (ended or killed)"
-            ) from None
-        _pid, uid = _peer(conn)
-        if uid != os.getuid():
-            raise errors.InputError(f"the process behind {path} runs as uid {uid}, not you: refusing")
-        yield conn
-    finally:
-        conn.close()
-
-
-def request(lab: Lab, doc: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
-    """One request, one reply; a reply with ok=false is raised as a one-line error."""
-    with _connect(lab, timeout) as conn:
-        try:
-            conn.sendall(json.dumps({"v": PROTOCOL, **doc}).encode() + b"\n")
-            line = _read_line(conn)
-        except TimeoutError:
-            raise errors.InputError(f"the ceremony session did not answer within {int(timeout)} s") from None
-        except OSError as exc:
-            raise errors.InputError(f"the ceremony session hung up ({exc.strerror})") from None
-    try:
-        reply = json.loads(line)
-        assert isinstance(reply, dict) and reply.get("v") == PROTOCOL
-    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError):
-        raise errors.InputError(
-            "the ceremony session's reply is not a clefs.ceremony-session/v1 line"
-        ) from None
-    if not reply.get("ok"):
-        error = str(reply.get("error", "refused"))
-        kind = errors.ShareRejected if doc.get("op") == "present" else errors.InputError
-        raise kind(error)
-    return reply
-
-
-def hello(lab: Lab, nonce: str) -> dict[str, Any]:
-    """The session's public state, after checking its key matches the nonce the witnesses read."""
-    wanted = parse_nonce(nonce)
-    reply = request(lab, {"op": "hello"})
-    recipient = str(reply["state"].get("recipient", ""))
-    actual = session_nonce(recipient)
-    if not hmac.compare_digest(actual, wanted):
-        raise errors.InputError(
-            f"the session in {lab.root} has nonce {show_nonce(actual)}, not the {show_nonce(wanted)} you "
-            "were given: it is not the session your witnesses saw; do not present to it"
-        )
-    state: dict[str, Any] = reply["state"]
-    return state
-
-
-def needs_passphrase(share_file: Path) -> bool:
-    try:
-        return shares.is_passphrase_sealed(share_file.read_bytes())
-    except OSError as exc:
-        raise errors.InputError(f"cannot read {share_file}: {exc.strerror}") from None
-
-
-def present(
-    lab: Lab,
-    nonce: str,
-    share_file: Path,
-    identity_files: list[Path],
-    passphrase: str | None = None,
-    *,
-    custodian: str | None = None,
-) -> dict[str, Any]:
-    """Open one's share here, seal it to the session's key, send it; returns the session's reply.
-
-    The share's custodian is the one inside the share; `custodian`, when given, must match it.
-    """
-    state = hello(lab, nonce)
-    label = custodian or share_file.name
-    try:
-        blob = share_file.read_bytes()
-    except OSError as exc:
-        raise errors.InputError(f"cannot read {share_file}: {exc.strerror}") from None
-    identities = load_identities(identity_files)
-    if shares.is_passphrase_sealed(blob):
-        if not passphrase:
-            raise errors.InputError(f"{share_file} is sealed with a passphrase: type it (or set it)")
-        share = shares.unseal(blob, label, passphrase=passphrase)
-    else:
-        if not identities:
-            raise errors.InputError(f"{share_file} is sealed to an age identity: pass -i IDENTITY_FILE")
-        share = shares.unseal(blob, label, identities)
-    payload = shares.encode_share(share)
-    try:
-        if custodian is not None and custodian != share.custodian:
-            raise errors.ShareRejected(
-                f"{custodian}: the share inside belongs to custodian {share.custodian}"
-            )
-        sealed = pyrage.encrypt(bytes(payload), [pyrage.x25519.Recipient.from_str(state["recipient"])])
-    finally:
-        wipe(payload)
-        share.wipe()
-    return request(
-        lab,
-        {"op": "present", "nonce": parse_nonce(nonce), "custodian": custodian, "sealed": b64(sealed)},
-        timeout=STEP_TIMEOUT,
-    )
-
-
-def cancel(lab: Lab, nonce: str) -> dict[str, Any]:
-    """Ask the session to wipe its shares and end."""
-    hello(lab, nonce)
-    return request(lab, {"op": "cancel", "nonce": parse_nonce(nonce)})
-
-
-def status(lab: Lab) -> dict[str, Any]:
-    state: dict[str, Any] = request(lab, {"op": "status"})["state"]
-    return state
