@@ -113,81 +113,86 @@ def _l1(state: RecordState) -> list[dict[str, Any]]:
     return sorted(imports.values(), key=lambda i: (i["data_class"], i.get("role") != "primary", i["region"]))
 
 
-def pyramid_svg(state: RecordState, compliance: dict[str, Any] | None) -> str:
-    """L0 to L3 as boxes; every label comes from the verified transcript or the compliance scan."""
-    l0, l1 = _l0(state), _l1(state)
-    classes = sorted({i["data_class"] for i in l1}) or sorted(
-        {r["data_class"] for r in (compliance or {}).get("rows", [])}
-    )
+Box = tuple[str, str, str]  # title, line 1, line 2
+BOX_W, BOX_GAP, TIER_STEP = 190, 12, 94
+
+
+def _scanned(compliance: dict[str, Any] | None) -> dict[str, int]:
     scanned: dict[str, int] = {}
     for cell_row in (compliance or {}).get("rows", []):
         scanned[cell_row["data_class"]] = scanned.get(cell_row["data_class"], 0) + int(
             cell_row.get("objects_scanned", 0)
         )
-    box_w, gap = 190, 12
-    width = max(len(l1), len(classes), len(l0), 1) * (box_w + gap) + gap
+    return scanned
+
+
+def _l1_box(i: dict[str, Any]) -> Box:
+    return (
+        f"{i['data_class']} v{i.get('version')}",
+        f"{i['region']} {i.get('role')} KCV {i.get('kcv')}",
+        ("REVOKED, entry " + str(i["revoked"]))
+        if i.get("revoked")
+        else f"expires {(i.get('expires') or 'never')[:10]}",
+    )
+
+
+def _tiers(state: RecordState, compliance: dict[str, Any] | None) -> list[tuple[str, list[Box], str]]:
+    """The four tiers (heading, boxes, fill), every label from the record or the compliance scan."""
+    l0, l1 = _l0(state), _l1(state)
+    classes = sorted({i["data_class"] for i in l1}) or sorted(
+        {r["data_class"] for r in (compliance or {}).get("rows", [])}
+    )
+    scanned = _scanned(compliance)
+    l3 = [
+        (c, f"{scanned[c]} object versions scanned" if c in scanned else "not scanned", "SSE-KMS over HTTPS")
+        for c in classes
+    ]
+    return [
+        (
+            "L0 master key (HSM)",
+            [(f"token {i['token']}", f"KCV {i['kcv']}", f"non-extractable; entry {i['seq']}") for i in l0]
+            or [("no master key recorded", "", "")],
+            "#f3e3c3",
+        ),
+        (
+            "L1 class keys (KMS, BYOK)",
+            [_l1_box(i) for i in l1] or [("no class key imported", "", "")],
+            "#dfe9f7",
+        ),
+        (
+            "L2 data keys (KMS GenerateDataKey)",
+            [(c, "under its L1 key, cached", "never stored in the clear") for c in classes]
+            or [("no class", "", "")],
+            "#e3f2e1",
+        ),
+        ("L3 records (clefs.envelope/v2)", l3 or [("no class", "", "")], "#efe3f4"),
+    ]
+
+
+def _row(y: int, width: int, items: list[Box], fill: str) -> list[str]:
+    total = len(items) * (BOX_W + BOX_GAP) - BOX_GAP
+    x = (width - total) // 2
+    parts = []
+    for title, line1, line2 in items:
+        parts.append(
+            f"<g><rect x='{x}' y='{y}' width='{BOX_W}' height='62' rx='6' fill='{fill}' stroke='#333'/>"
+            f"<text x='{x + 8}' y='{y + 18}' font-size='12' font-weight='bold'>{_e(title)}</text>"
+            f"<text x='{x + 8}' y='{y + 36}' font-size='11'>{_e(line1)}</text>"
+            f"<text x='{x + 8}' y='{y + 52}' font-size='11'>{_e(line2)}</text></g>"
+        )
+        x += BOX_W + BOX_GAP
+    return parts
+
+
+def pyramid_svg(state: RecordState, compliance: dict[str, Any] | None) -> str:
+    """L0 to L3 as boxes; every label comes from the verified transcript or the compliance scan."""
+    tiers = _tiers(state, compliance)
+    width = max(len(items) for _, items, _ in tiers) * (BOX_W + BOX_GAP) + BOX_GAP
     parts: list[str] = []
-
-    def row(y: int, items: list[tuple[str, str, str]], fill: str) -> None:
-        total = len(items) * (box_w + gap) - gap
-        x = (width - total) // 2
-        for title, line1, line2 in items:
-            parts.append(
-                f"<g><rect x='{x}' y='{y}' width='{box_w}' height='62' rx='6' fill='{fill}' stroke='#333'/>"
-                f"<text x='{x + 8}' y='{y + 18}' font-size='12' font-weight='bold'>{_e(title)}</text>"
-                f"<text x='{x + 8}' y='{y + 36}' font-size='11'>{_e(line1)}</text>"
-                f"<text x='{x + 8}' y='{y + 52}' font-size='11'>{_e(line2)}</text></g>"
-            )
-            x += box_w + gap
-
-    parts.append("<text x='8' y='16' font-size='13' font-weight='bold'>L0 master key (HSM)</text>")
-    row(
-        24,
-        [(f"token {i['token']}", f"KCV {i['kcv']}", f"non-extractable; entry {i['seq']}") for i in l0]
-        or [("no master key recorded", "", "")],
-        "#f3e3c3",
-    )
-    parts.append("<text x='8' y='110' font-size='13' font-weight='bold'>L1 class keys (KMS, BYOK)</text>")
-    row(
-        118,
-        [
-            (
-                f"{i['data_class']} v{i.get('version')}",
-                f"{i['region']} {i.get('role')} KCV {i.get('kcv')}",
-                ("REVOKED, entry " + str(i["revoked"]))
-                if i.get("revoked")
-                else f"expires {(i.get('expires') or 'never')[:10]}",
-            )
-            for i in l1
-        ]
-        or [("no class key imported", "", "")],
-        "#dfe9f7",
-    )
-    parts.append(
-        "<text x='8' y='204' font-size='13' font-weight='bold'>L2 data keys (KMS GenerateDataKey)</text>"
-    )
-    row(
-        212,
-        [(c, "under its L1 key, cached", "never stored in the clear") for c in classes]
-        or [("no class", "", "")],
-        "#e3f2e1",
-    )
-    parts.append(
-        "<text x='8' y='298' font-size='13' font-weight='bold'>L3 records (clefs.envelope/v2)</text>"
-    )
-    row(
-        306,
-        [
-            (
-                c,
-                f"{scanned[c]} object versions scanned" if c in scanned else "not scanned",
-                "SSE-KMS over HTTPS",
-            )
-            for c in classes
-        ]
-        or [("no class", "", "")],
-        "#efe3f4",
-    )
+    for index, (heading, items, fill) in enumerate(tiers):
+        y = 24 + index * TIER_STEP
+        parts.append(f"<text x='8' y='{y - 8}' font-size='13' font-weight='bold'>{heading}</text>")
+        parts += _row(y, width, items, fill)
     return (
         "<svg xmlns='http://www.w3.org/2000/svg' role='img' aria-label='key pyramid' "
         f"style='width:100%;max-width:{width}px;height:auto' viewBox='0 0 {width} 380'>{''.join(parts)}</svg>"

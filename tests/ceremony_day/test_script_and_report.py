@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hsm_lab import errors
-from hsm_lab.ceremony_day import audit_report, script
+from hsm_lab.ceremony_day import audit_report, script, script_render
 from hsm_lab.custodians import Custodian
 from hsm_lab.lab import Lab
 from hsm_lab.record import verify_lab
@@ -36,8 +36,8 @@ def custodians_of(dealt: Dealt) -> list[Custodian]:
 def test_the_printed_script_matches_its_golden_file(dealt: Dealt, step: str) -> None:
     built = script.build_script(step, dealt.env.lab, custodians_of(dealt), module="<module>")
     # the recipients are this lab's random keys, too
-    text = re.sub(r"`age1[0-9a-z]{12}…`", "`<recipient>`", script.to_markdown(built))
-    text = script.normalised(text, built.values)
+    text = re.sub(r"`age1[0-9a-z]{12}…`", "`<recipient>`", script_render.to_markdown(built))
+    text = script_render.normalised(text, built.values)
     for value in ("signer", "kcv", "ceremony"):
         assert value in built.values
     assert not re.search(r"\b[0-9a-f]{64}\b", text), "an unnormalised fingerprint"
@@ -51,7 +51,7 @@ def test_the_printed_script_matches_its_golden_file(dealt: Dealt, step: str) -> 
 
 def test_the_script_shows_fingerprint_and_kcv_as_hex_and_words(dealt: Dealt) -> None:
     built = script.build_script("import", dealt.env.lab, custodians_of(dealt))
-    text = script.to_markdown(built)
+    text = script_render.to_markdown(built)
     assert built.values["signer_grouped"] in text and built.values["signer_words"] in text
     assert f"KCV: {dealt.manifest.kcv} (read aloud: {built.values['kcv_words']})" in text
     assert (
@@ -60,7 +60,7 @@ def test_the_script_shows_fingerprint_and_kcv_as_hex_and_words(dealt: Dealt) -> 
     )
     for name in NAMES:
         assert f"--custodian {name}" in text
-    page = script.to_html(built)
+    page = script_render.to_html(built)
     assert (
         "@media print" in page
         and "<script" not in page
@@ -72,7 +72,7 @@ def test_a_script_for_a_new_lab_has_blanks_and_creates_nothing(tmp_path: Path) -
     lab = Lab(tmp_path / "not-yet")
     people = [Custodian(n, None) for n in NAMES]
     built = script.build_script("generate", lab, people)
-    assert script.BLANK in script.to_markdown(built)
+    assert script.BLANK in script_render.to_markdown(built)
     assert not lab.root.exists()
     with pytest.raises(errors.InputError, match="does not fit"):
         script.build_script("generate", lab, people[:3], threshold=5)
