@@ -478,7 +478,7 @@ class Byok:
         try:
             app.decrypt(KeyId=key_arn, CiphertextBlob=blob, EncryptionContext=context)
         except ClientError as exc:
-            refusal = exc.response.get("Error", {}).get("Code", "refused")
+            refusal: str = exc.response.get("Error", {}).get("Code", "refused")
         else:
             raise ByokError(f"{key_arn} still decrypts after DeleteImportedKeyMaterial")
         self._log(

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pkcs11
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,7 +34,13 @@ from pkcs11.util.rsa import encode_rsa_public_key
 
 from hsm_lab import errors
 from hsm_lab.fs import atomic_write_text, private_dir, wipe
+from hsm_lab.hsm.p11 import deriving, public_key, secret_key, signing, unwrapping, wrapping
 from hsm_lab.lab import configured
+
+if TYPE_CHECKING:
+    from pkcs11.types import WrapMixin
+
+    from hsm_lab.hsm.p11 import Library
 
 SOFTHSM_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -187,11 +194,11 @@ def softhsm_config(lab_dir: Path) -> Path:
 
 # One loaded library per module path per process; SoftHSM2 re-reads
 # SOFTHSM2_CONF on C_Initialize, so switching labs means re-initialising.
-_LIBS: dict[Path, tuple[pkcs11.lib, str | None]] = {}
+_LIBS: dict[Path, tuple[Library, str | None]] = {}
 _LIBS_LOCK = threading.Lock()
 
 
-def _load(module: Path, softhsm_conf: Path | None) -> pkcs11.lib:
+def _load(module: Path, softhsm_conf: Path | None) -> Library:
     conf = str(softhsm_conf) if softhsm_conf else None
     with _LIBS_LOCK:
         if conf:
@@ -259,7 +266,7 @@ class HSM:
         self._lock_path = self.lab_dir / "hsm.lock"
 
     @property
-    def lib(self) -> pkcs11.lib:
+    def lib(self) -> Library:
         return _load(self.module, self.softhsm_conf)
 
     @contextmanager
@@ -303,7 +310,7 @@ class HSM:
                     return max(low, 1), max(high, low, 1)
         return 4, 255
 
-    def _check_unique(self, lib: pkcs11.lib, label: str) -> None:
+    def _check_unique(self, lib: Library, label: str) -> None:
         count = sum(1 for t in lib.get_tokens() if _token_initialized(t) and t.label == label)
         if count > 1:
             raise errors.HSMError(
@@ -365,7 +372,7 @@ class HSM:
             except p11.PKCS11Error as exc:
                 raise _explain(exc, f"reading the signing key of token {label!r}") from None
 
-    def _token(self, lib: pkcs11.lib, label: str) -> pkcs11.Token:
+    def _token(self, lib: Library, label: str) -> pkcs11.Token:
         try:
             self._check_unique(lib, label)
             return lib.get_token(token_label=label)
@@ -376,13 +383,21 @@ class HSM:
         except p11.PKCS11Error as exc:
             raise _explain(exc, f"finding token {label!r}") from None
 
-    def _login(self, lib: pkcs11.lib, token: pkcs11.Token, label: str, **pins: str | None) -> pkcs11.Session:
+    def _login(
+        self,
+        lib: Library,
+        token: pkcs11.Token,
+        label: str,
+        *,
+        user_pin: str | None = None,
+        so_pin: str | None = None,
+    ) -> pkcs11.Session:
         try:
-            return token.open(rw=True, **pins)
+            return token.open(rw=True, user_pin=user_pin, so_pin=so_pin)
         except p11.PKCS11Error as exc:
             # A failed login leaks the session (docs/softhsm.md); start clean.
             lib.reinitialize()
-            who = "SO" if pins.get("so_pin") is not None else "user"
+            who = "SO" if so_pin is not None else "user"
             if isinstance(exc, p11.PinIncorrect):
                 raise errors.PinIncorrect(
                     f"token {label!r}: the {who} PIN was refused; check it and try again"
@@ -438,7 +453,7 @@ class ExportSession:
     def __init__(
         self,
         hsm: HSM,
-        lib: pkcs11.lib,
+        lib: Library,
         token: pkcs11.Token,
         label: str,
         holder: pkcs11.Session,
@@ -449,7 +464,7 @@ class ExportSession:
         self._hsm, self._lib, self._token, self.label = hsm, lib, token, label
         self._holder = holder
         self._user_pin, self._so_pin = user_pin, so_pin
-        self._wrapper: pkcs11.Key | None = None
+        self._wrapper: WrapMixin | None = None
 
     def install_wrapping_key(self, algorithm: str, kms_public_der: bytes) -> bytearray | None:
         """As the SO: the KMS public key (OAEP-SHA1) or a fresh AES transport key (composed), TRUSTED.
@@ -470,7 +485,7 @@ class ExportSession:
                 template=TRANSPORT_KEY_TEMPLATE,
             )
             enforce_template(key, TRANSPORT_KEY_TEMPLATE, "the transport key")
-            self._wrapper = key
+            self._wrapper = wrapping(key)
             return bytearray(key[Attribute.VALUE])
         finally:
             so.close()
@@ -489,12 +504,13 @@ class ExportSession:
             return self._wrapper.wrap_key(
                 class_key,
                 mechanism=Mechanism.RSA_PKCS_OAEP,
-                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+                # OAEP takes a (hash, MGF, label) tuple; python-pkcs11 hints bytes (docs/softhsm.md)
+                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),  # type: ignore[arg-type]
             )
         return self._wrapper.wrap_key(class_key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
 
 
-def _create_trusted_rsa(session: pkcs11.Session, public_der: bytes) -> pkcs11.Key:
+def _create_trusted_rsa(session: pkcs11.Session, public_der: bytes) -> WrapMixin:
     """A KMS wrapping public key as a TRUSTED, wrap-only, public session object."""
     key = serialization.load_der_public_key(public_der)
     if not isinstance(key, rsa.RSAPublicKey):
@@ -517,7 +533,7 @@ def _create_trusted_rsa(session: pkcs11.Session, public_der: bytes) -> pkcs11.Ke
     }
     created = session.create_object(template)
     enforce_template(created, {Attribute.TOKEN: False, Attribute.TRUSTED: True}, "the KMS wrapping key")
-    return created
+    return wrapping(created)
 
 
 def enforce_template(obj: pkcs11.Object, template: dict[Attribute, object], what: str) -> None:
@@ -716,7 +732,7 @@ class TokenSession:
         found = list(self.raw.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}))
         if len(found) > 1:
             raise errors.HSMError(f"token {self.token_label!r} holds {len(found)} keys labelled {label!r}")
-        return found[0] if found else None
+        return secret_key(found[0]) if found else None
 
     def require_secret_key(self, label: str) -> pkcs11.SecretKey:
         key = self.find_secret_key(label)
@@ -771,18 +787,19 @@ class TokenSession:
             )
             template = dict(policy or MASTER_KEY_TEMPLATE)
             template[Attribute.TOKEN] = store
-            key = private.unwrap_key(
+            key = unwrapping(private).unwrap_key(
                 ObjectClass.SECRET_KEY,
                 KeyType.AES,
                 wrapped,
                 label=label,
                 store=store,
                 mechanism=Mechanism.RSA_PKCS_OAEP,
-                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),
+                # OAEP takes a (hash, MGF, label) tuple; python-pkcs11 hints bytes (docs/softhsm.md)
+                mechanism_param=(Mechanism.SHA_1, pkcs11.MGF.SHA1, None),  # type: ignore[arg-type]
                 template=template,
             )
             enforce_template(key, template, f"key {label!r}")
-            return key
+            return secret_key(key)
         finally:
             private.destroy()
             public.destroy()
@@ -793,7 +810,7 @@ class TokenSession:
         Computed inside the HSM through AES_ECB_ENCRYPT_DATA derivation into a
         short-lived session object, so the key itself needs no ENCRYPT right.
         """
-        probe = key.derive_key(
+        probe = deriving(key).derive_key(
             KeyType.GENERIC_SECRET,
             128,
             store=False,
@@ -828,7 +845,7 @@ class TokenSession:
         """
         master = self.require_secret_key(master_label)
         template = dict(CLASS_KEY_TEMPLATE)
-        key = master.derive_key(
+        key = deriving(master).derive_key(
             KeyType.AES,
             256,
             label=class_key_label(data_class, version),
@@ -992,7 +1009,7 @@ class TokenSession:
         )
         if not found:
             return None
-        key = serialization.load_der_public_key(encode_ec_public_key(found[0]))
+        key = serialization.load_der_public_key(encode_ec_public_key(public_key(found[0])))
         assert isinstance(key, ec.EllipticCurvePublicKey)
         return key
 
@@ -1007,7 +1024,7 @@ class TokenSession:
     def sign(self, message: bytes) -> bytes:
         """ECDSA P-256 over SHA-256(message), raw r||s (the JWS ES256 form)."""
         private = self.raw.get_key(object_class=ObjectClass.PRIVATE_KEY, label=SIGNING_LABEL)
-        return private.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA)
+        return signing(private).sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA)
 
     # -- inventory --------------------------------------------------------------
 
@@ -1033,7 +1050,7 @@ class TokenSession:
                     continue
             kcv = None
             if object_class == ObjectClass.SECRET_KEY and attributes.get("derive"):
-                kcv = self.kcv(obj)
+                kcv = self.kcv(secret_key(obj))
             result.append(
                 KeyInfo(
                     label=obj[Attribute.LABEL],
