@@ -35,9 +35,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from hsm_lab import errors, txn
-from hsm_lab.byok import records as _records
 from hsm_lab.byok.kms import ByokError, _aws, arn_region
 from hsm_lab.byok.records import ImportRecord, _now, read_records, save_copy
+from hsm_lab.byok.records import check_replica_material as _check_replica_material
+from hsm_lab.byok.records import check_same_material as _check_same_material
 from hsm_lab.byok.wrap import (
     WRAPPING_ALGORITHMS,
     WRAPPING_KEY_SPECS,
@@ -134,11 +135,11 @@ class Byok:
 
     def check_replica_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
         """Refuse, before any AWS call, replica material that differs from its primary's."""
-        _records.check_replica_material(key_arn, data_class, version, kcv, self.records)
+        _check_replica_material(key_arn, data_class, version, kcv, self.records)
 
     def check_same_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
         """A KMS key takes only the material it first got (AWS enforces it; LocalStack does not)."""
-        _records.check_same_material(key_arn, data_class, version, kcv, self.records)
+        _check_same_material(key_arn, data_class, version, kcv, self.records)
 
     def get_parameters(
         self, key_arn: str, wrapping_algorithm: str = "RSAES_OAEP_SHA_1", wrapping_key_spec: str = "RSA_2048"

@@ -1,9 +1,9 @@
 """The PKCS#11 module: finding it, loading it once per process, and probing what it can do.
 
-SoftHSM2 gets a config and token directory private to each lab (`softhsm_config`); it
-re-reads SOFTHSM2_CONF on C_Initialize, so switching labs re-initialises the loaded
-library (docs/softhsm.md). `probe_module` lists what the ceremony needs that a module
-lacks, before any ceremony runs on it.
+SoftHSM2 gets a config and token directory private to each lab (`softhsm_config`,
+docs/softhsm.md); it re-reads SOFTHSM2_CONF on C_Initialize, so switching labs
+re-initialises the loaded library. `probe_module` lists what the ceremony needs that a
+module lacks, before any ceremony runs on it.
 """
 
 from __future__ import annotations
