@@ -26,109 +26,32 @@ transcript (byok.json is only a copy of it for people and tools).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from botocore.exceptions import ClientError
 
 from hsm_lab import errors, txn
+from hsm_lab.byok.kms import ByokError, _aws, arn_region
+from hsm_lab.byok.records import ImportRecord, _now, read_records, save_copy
+from hsm_lab.byok.records import check_replica_material as _check_replica_material
+from hsm_lab.byok.records import check_same_material as _check_same_material
+from hsm_lab.byok.wrap import (
+    WRAPPING_ALGORITHMS,
+    WRAPPING_KEY_SPECS,
+    ImportParameters,
+    check_wrapping_key,
+    compose_rsa_aes,
+)
 from hsm_lab.faults import fault
-from hsm_lab.fs import atomic_write_text, wipe
+from hsm_lab.fs import wipe
 from hsm_lab.hsm import HSM, class_key_label
 from hsm_lab.lab import MASTER_LABEL, Lab
-from hsm_lab.record import Record, verify_lab
+from hsm_lab.record import Record
 from infra.model.settings import DEFAULT_PRIMARY_REGION
-
-WRAPPING_ALGORITHMS = ("RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256")
-WRAPPING_KEY_SPECS = ("RSA_2048", "RSA_3072", "RSA_4096")
-
-
-class ByokError(errors.ClefsError):
-    """A BYOK step was refused (by us, before AWS, or by KMS)."""
-
-
-def check_wrapping_key(params: ImportParameters) -> None:
-    """The public key KMS returned is what was asked for, before the HSM wraps anything."""
-    try:
-        key = serialization.load_der_public_key(params.public_key)
-    except (ValueError, TypeError):
-        raise ByokError(f"the wrapping key returned for {params.key_arn} is not a public key") from None
-    expected_bits = int(params.wrapping_key_spec.removeprefix("RSA_"))
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size != expected_bits:
-        raise ByokError(
-            f"the wrapping key returned for {params.key_arn} is not {params.wrapping_key_spec}; "
-            "nothing was wrapped"
-        )
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def arn_region(arn: str) -> str:
-    parts = arn.split(":")
-    if len(parts) < 6 or parts[2] != "kms" or not parts[5].startswith("key/"):
-        raise errors.InputError(f"{arn!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
-    return parts[3]
-
-
-def arn_key_id(arn: str) -> str:
-    arn_region(arn)
-    return arn.split(":")[5].removeprefix("key/")
-
-
-@dataclass(frozen=True)
-class ImportParameters:
-    """What GetParametersForImport returned, and for which key it is valid."""
-
-    key_arn: str
-    wrapping_algorithm: str
-    wrapping_key_spec: str
-    public_key: bytes
-    import_token: bytes
-    valid_to: str
-
-    @property
-    def region(self) -> str:
-        return arn_region(self.key_arn)
-
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 of the wrapping public key as KMS sent it (DER SubjectPublicKeyInfo)."""
-        return hashlib.sha256(self.public_key).hexdigest()
-
-
-@dataclass(frozen=True)
-class ImportRecord:
-    data_class: str
-    version: int
-    key_arn: str
-    region: str
-    role: str  # "primary" or "replica"
-    kcv: str
-    wrapping_algorithm: str
-    expires: str | None
-    imported: str
-
-
-def _aws(call: str, arn: str, action: Callable[[], Any]) -> Any:
-    """Run one KMS call; its failure is one line naming the call, key and AWS error."""
-    try:
-        return action()
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise ByokError(
-            f"KMS {call} on {arn} refused: {error.get('Code', 'error')}: {error.get('Message', '')}".rstrip()
-        ) from None
-    except BotoCoreError as exc:
-        raise ByokError(f"KMS {call} on {arn} failed: {exc}") from None
 
 
 class Byok:
@@ -177,17 +100,10 @@ class Byok:
 
     def records(self) -> list[ImportRecord]:
         """What was imported where, from the verified transcript (not from byok.json)."""
-        fields = set(ImportRecord.__dataclass_fields__)
-        state = verify_lab(self.lab)
-        return [
-            ImportRecord(**{k: v for k, v in e["params"].items() if k in fields})
-            for e in state.entries
-            if e["action"] == "byok.import"
-        ]
+        return read_records(self.lab)
 
     def _save_copy(self) -> None:
-        doc = {"format": "clefs.byok-records/v1", "imports": [asdict(r) for r in self.records()]}
-        atomic_write_text(self.records_path, json.dumps(doc, indent=2) + "\n")
+        save_copy(self.records_path, self.records())
 
     def _log(self, action: str, params: dict[str, Any]) -> None:
         with self.hsm.session(self.token, user_pin=self._user_pin) as session:
@@ -219,37 +135,11 @@ class Byok:
 
     def check_replica_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
         """Refuse, before any AWS call, replica material that differs from its primary's."""
-        key_id = arn_key_id(key_arn)
-        primaries = [
-            r
-            for r in self.records()
-            if r.role == "primary" and arn_key_id(r.key_arn) == key_id and r.region != arn_region(key_arn)
-        ]
-        if not primaries:
-            raise ByokError(
-                f"no import recorded for the primary of {key_arn} in this lab: import the primary first"
-            )
-        primary = primaries[-1]
-        if (primary.data_class, primary.version, primary.kcv) != (data_class, version, kcv):
-            raise ByokError(
-                f"refusing to import {data_class} v{version} (KCV {kcv}) into {key_arn}: its primary "
-                f"{primary.key_arn} holds {primary.data_class} v{primary.version} (KCV {primary.kcv}); "
-                "a replica must get the same material"
-            )
+        _check_replica_material(key_arn, data_class, version, kcv, self.records)
 
     def check_same_material(self, key_arn: str, data_class: str, version: int, kcv: str) -> None:
         """A KMS key takes only the material it first got (AWS enforces it; LocalStack does not)."""
-        for record in self.records():
-            if record.key_arn == key_arn and (record.data_class, record.version, record.kcv) != (
-                data_class,
-                version,
-                kcv,
-            ):
-                raise ByokError(
-                    f"refusing to import {data_class} v{version} (KCV {kcv}) into {key_arn}: it already "
-                    f"holds {record.data_class} v{record.version} (KCV {record.kcv}); a new key version "
-                    "needs a new KMS key"
-                )
+        _check_same_material(key_arn, data_class, version, kcv, self.records)
 
     def get_parameters(
         self, key_arn: str, wrapping_algorithm: str = "RSAES_OAEP_SHA_1", wrapping_key_spec: str = "RSA_2048"
@@ -314,13 +204,7 @@ class Byok:
                     fault("byok:wrapped")
             if transport is None:
                 return wrapped, kcv
-            kms_public = serialization.load_der_public_key(params.public_key)
-            assert isinstance(kms_public, rsa.RSAPublicKey)  # checked by check_wrapping_key
-            wrapped_transport = kms_public.encrypt(
-                bytes(transport),
-                padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
-            )
-            return wrapped_transport + wrapped, kcv
+            return compose_rsa_aes(params, transport, wrapped), kcv
         finally:
             wipe(transport)
 
@@ -343,16 +227,7 @@ class Byok:
         intent = txn.begin(
             self.lab.root, "byok.import", self.token, [], about=f"{data_class} v{version} -> {key_arn}"
         )
-        try:
-            wrapped, wrapped_kcv = self.wrap(params, data_class, version)
-        except BaseException:
-            intent.finish()
-            raise
-        if wrapped_kcv != kcv:
-            intent.finish()
-            raise ByokError(
-                f"the HSM wrapped material with KCV {wrapped_kcv}, not the derived {kcv}; nothing sent"
-            )
+        wrapped = self._wrap_checked(intent, params, data_class, version, kcv)
         kms = self.kms_for(params.region)
         request: dict[str, Any] = {
             "KeyId": key_arn,
@@ -371,21 +246,27 @@ class Byok:
             intent.finish()
             raise
         fault("byok:imported")
-        record = ImportRecord(
-            data_class=data_class,
-            version=version,
-            key_arn=key_arn,
-            region=params.region,
-            role=role,
-            kcv=kcv,
-            wrapping_algorithm=params.wrapping_algorithm,
-            expires=valid_to.strftime("%Y-%m-%dT%H:%M:%SZ") if valid_to else None,
-            imported=_now(),
-        )
+        record = _new_record(params, key_arn, data_class, version, kcv=kcv, role=role, valid_to=valid_to)
         self._log("byok.import", {**asdict(record), "txn": intent.txn})
         intent.finish()
         self._save_copy()
         return record
+
+    def _wrap_checked(
+        self, intent: txn.Intent, params: ImportParameters, data_class: str, version: int, kcv: str
+    ) -> bytes:
+        """`wrap`, and its KCV must be the derived one; on any failure the import's intent is finished."""
+        try:
+            wrapped, wrapped_kcv = self.wrap(params, data_class, version)
+        except BaseException:
+            intent.finish()
+            raise
+        if wrapped_kcv != kcv:
+            intent.finish()
+            raise ByokError(
+                f"the HSM wrapped material with KCV {wrapped_kcv}, not the derived {kcv}; nothing sent"
+            )
+        return wrapped
 
     def import_class(
         self,
@@ -478,7 +359,7 @@ class Byok:
         try:
             app.decrypt(KeyId=key_arn, CiphertextBlob=blob, EncryptionContext=context)
         except ClientError as exc:
-            refusal = exc.response.get("Error", {}).get("Code", "refused")
+            refusal: str = exc.response.get("Error", {}).get("Code", "refused")
         else:
             raise ByokError(f"{key_arn} still decrypts after DeleteImportedKeyMaterial")
         self._log(
@@ -491,3 +372,27 @@ class Byok:
             },
         )
         return refusal
+
+
+def _new_record(
+    params: ImportParameters,
+    key_arn: str,
+    data_class: str,
+    version: int,
+    *,
+    kcv: str,
+    role: str,
+    valid_to: datetime | None,
+) -> ImportRecord:
+    """The record of one import into `key_arn`, stamped now."""
+    return ImportRecord(
+        data_class=data_class,
+        version=version,
+        key_arn=key_arn,
+        region=params.region,
+        role=role,
+        kcv=kcv,
+        wrapping_algorithm=params.wrapping_algorithm,
+        expires=valid_to.strftime("%Y-%m-%dT%H:%M:%SZ") if valid_to else None,
+        imported=_now(),
+    )

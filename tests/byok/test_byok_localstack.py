@@ -22,7 +22,7 @@ from hsm_lab.lab import PRIMARY_TOKEN
 from infra.harness import HarnessError, LocalStackMocks, apply
 from tests.conftest import Dealt, deal, make_lab
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 class CountingClients:
