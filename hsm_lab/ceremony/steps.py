@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -467,6 +468,43 @@ def _short_quorum(record: Record, quorum: Quorum, refused: list[dict], action: s
     )
 
 
+@dataclass(frozen=True)
+class Combined:
+    """L0 rebuilt by a quorum: the accepted shares, the refusals, and the key (wiped on exit)."""
+
+    quorum: Quorum
+    refused: list[dict[str, str]]
+    key: bytearray
+
+
+@contextmanager
+def quorum_key(
+    record: Record,
+    manifest: SignedManifest,
+    sources: Iterable[tuple[str, ShareSource]],
+    on_event: Event,
+    action: str,
+    actor: str,
+) -> Iterator[Combined]:
+    """Collect shares until K are accepted, then combine them into L0 (checked against the KCV).
+
+    A bad share is named, skipped and counts nothing (progress k/K goes to `on_event`); too
+    few valid shares is recorded as `<action>.aborted` and refused. The combined key and
+    every accepted share are wiped when the block exits, however it exits.
+    """
+    quorum = Quorum(manifest, record.state.retired)
+    key: bytearray | None = None
+    try:
+        refused = _collect(quorum, sources, on_event)
+        if not quorum.complete:
+            _short_quorum(record, quorum, refused, action, actor)
+        key = quorum.combine()
+        yield Combined(quorum, refused, key)
+    finally:
+        wipe(key)
+        quorum.wipe()
+
+
 def check_expectations(
     manifest: SignedManifest, expect_kcv: str | None, expect_signer: str | None, expect_ceremony: str | None
 ) -> None:
@@ -538,13 +576,8 @@ def import_master(
                 "which is not "
                 "an authorised signer of this lab: pass --authorise-signer to let this quorum authorise it"
             )
-        quorum = Quorum(manifest, record.state.retired)
-        key = None
-        try:
-            refused = _collect(quorum, sources, on_event)
-            if not quorum.complete:
-                _short_quorum(record, quorum, refused, "import", actor)
-            key = quorum.combine()
+        with quorum_key(record, manifest, sources, on_event, "import", actor) as combined:
+            quorum, refused, key = combined.quorum, combined.refused, combined.key
             signer = None if record.authorised else _authorisation(session, key, manifest, token)
             intent = txn.begin(lab.root, "import", token, [manifest.key_label])
             fault("import:intent")
@@ -575,9 +608,6 @@ def import_master(
                 raise
             fault("import:committed")
             intent.finish()
-        finally:
-            wipe(key)
-            quorum.wipe()
         return manifest, used, kcv
 
 
@@ -628,13 +658,8 @@ def rekey(
         record.require_signer()
         old = record.state.manifest()
         on_event("manifest", describe_manifest(old))
-        quorum = Quorum(old, record.state.retired)
-        key = None
-        try:
-            refused = _collect(quorum, sources, on_event)
-            if not quorum.complete:
-                _short_quorum(record, quorum, refused, "rekey", actor)
-            key = quorum.combine()
+        with quorum_key(record, old, sources, on_event, "rekey", actor) as combined:
+            quorum, refused, key = combined.quorum, combined.refused, combined.key
             held = session.find_secret_key(old.key_label)
             if held is not None and session.kcv(held) != old.kcv:
                 raise errors.QuorumError(
@@ -660,9 +685,6 @@ def rekey(
                 _abandon(lab, intent)
                 raise
             used = [s.custodian for s in quorum.accepted]
-        finally:
-            wipe(key)
-            quorum.wipe()
         record.append(
             actor,
             "rekey",
