@@ -430,7 +430,9 @@ def generate(
         return manifest
 
 
-def _collect(quorum: Quorum, sources: Iterable[tuple[str, ShareSource]], on_event: Event) -> list[dict]:
+def _collect(
+    quorum: Quorum, sources: Iterable[tuple[str, ShareSource]], on_event: Event
+) -> list[dict[str, str]]:
     """Present shares until K are accepted; a bad share is named, skipped, and counts nothing."""
     refused: list[dict[str, str]] = []
     for claimed, source in sources:
@@ -447,7 +449,9 @@ def _collect(quorum: Quorum, sources: Iterable[tuple[str, ShareSource]], on_even
     return refused
 
 
-def _short_quorum(record: Record, quorum: Quorum, refused: list[dict], action: str, actor: str) -> None:
+def _short_quorum(
+    record: Record, quorum: Quorum, refused: list[dict[str, str]], action: str, actor: str
+) -> None:
     """Too few valid shares: record it (when this token may sign) and refuse."""
     manifest = quorum.manifest
     if record.authorised:
@@ -611,7 +615,9 @@ def import_master(
         return manifest, used, kcv
 
 
-def _authorisation(session: TokenSession, key: bytearray, manifest: SignedManifest, token: str) -> dict:
+def _authorisation(
+    session: TokenSession, key: bytearray, manifest: SignedManifest, token: str
+) -> dict[str, Any]:
     """The quorum authority (from L0) authorises this token's signing key."""
     quorum_authority = authority.derive(key)
     try:

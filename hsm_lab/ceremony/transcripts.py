@@ -150,7 +150,9 @@ class Transcript:
 
     # -- appending ---------------------------------------------------------------
 
-    def build(self, entries: list[dict[str, Any]], actor: str, action: str, params: dict[str, Any]) -> dict:
+    def build(
+        self, entries: list[dict[str, Any]], actor: str, action: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "seq": len(entries) + 1,
             "time": now(),
@@ -267,7 +269,9 @@ def sign_head(session: TokenSession, entry: dict[str, Any]) -> dict[str, Any]:
     return {"head": head, "signature": signature}
 
 
-def verify_head_signature(public: ec.EllipticCurvePublicKey, head: dict[str, Any], signature: dict) -> None:
+def verify_head_signature(
+    public: ec.EllipticCurvePublicKey, head: dict[str, Any], signature: dict[str, Any]
+) -> None:
     try:
         jws_verify(public, signature, canonical_json(head))
     except (ValueError, TypeError):

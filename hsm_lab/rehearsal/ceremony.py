@@ -14,7 +14,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pyrage
 
@@ -29,6 +31,7 @@ from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, RECOVERY_TOKEN, Lab
 FIRST_CUSTODIANS = ("amelie", "bastien", "chloe", "damien", "elodie", "fabrice", "gaelle")
 JOINING = ("hugo", "ines")
 LEAVING = "gaelle"
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Rehearsal:
     authorised_signers: int = 0
 
 
-def _timed(report: Rehearsal, step: str, action: Callable[[], object]) -> object:
+def _timed(report: Rehearsal, step: str, action: Callable[[], T]) -> T:
     start = time.perf_counter()
     result = action()
     report.timings[step] = time.perf_counter() - start
@@ -118,8 +121,8 @@ def rehearse(
         result = _timed(
             report,
             f"init {token}",
-            lambda t=token, p=pin: ceremony.init_token(
-                hsm, lab, token=t, so_pin=so_pin, user_pin=p, actor="rehearsal"
+            partial(
+                ceremony.init_token, hsm, lab, token=token, so_pin=so_pin, user_pin=pin, actor="rehearsal"
             ),
         )
         assert isinstance(result, ceremony.InitResult)
@@ -169,7 +172,7 @@ def rehearse(
     quorum = chooser.sample(list(people), threshold)
     on_step(f"importing into the recovery HSM with {', '.join(quorum)}")
 
-    def import_step() -> object:
+    def import_step() -> tuple[ceremony.SignedManifest, list[str], str]:
         return ceremony.import_master(
             hsm,
             lab,
@@ -184,7 +187,7 @@ def rehearse(
             expect_ceremony=first.ceremony_id,
         )
 
-    _manifest, used, kcv_recovery = _timed(report, "import", import_step)  # type: ignore[misc]
+    _manifest, used, kcv_recovery = _timed(report, "import", import_step)
     report.import_quorum = list(used)
     report.kcv_recovery = kcv_recovery
     report.kcv_primary = _master_info(hsm, PRIMARY_TOKEN, pins[PRIMARY_TOKEN]).kcv or ""
@@ -199,7 +202,7 @@ def rehearse(
     new_threshold = threshold
     on_step(f"rekeying: {LEAVING} leaves, {', '.join(JOINING)} join; {new_threshold}-of-{len(new_people)}")
 
-    def rekey_step() -> object:
+    def rekey_step() -> tuple[ceremony.SignedManifest, ceremony.SignedManifest, list[str]]:
         return ceremony.rekey(
             hsm,
             lab,
@@ -212,7 +215,7 @@ def rehearse(
             on_event=lambda who, what: report.events.append((who, what)),
         )
 
-    _old, new, used_rekey = _timed(report, "rekey", rekey_step)  # type: ignore[misc]
+    _old, new, used_rekey = _timed(report, "rekey", rekey_step)
     report.second_ceremony = new.ceremony_id
     report.new_threshold, report.new_share_count = new.threshold, new.share_count
     report.rekey_quorum = list(used_rekey)
