@@ -15,9 +15,9 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from hsm_lab import ceremony, errors
 from hsm_lab.ceremony import shares
 from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.quorum import quorum_key
 from hsm_lab.ceremony.record import Record
 from hsm_lab.ceremony.shares import Share
-from hsm_lab.ceremony.steps import quorum_key
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
 from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, LabUnderTest, copy_lab, deal
