@@ -3,10 +3,10 @@
 It says which ceremony, K of N, who the custodians are and how their shares
 are sealed, one commitment per share, the master key's KCV, and which share
 sets it retires, and the public half of the quorum authority key (derived from
-L0; see `hsm_lab.authority`). It is signed in the HSM by the ceremony signing
+L0; see `hsm_lab.ceremony.authority`). It is signed in the HSM by the ceremony signing
 key (ES256, detached JWS over the canonical JSON); the public key travels
 inside, and whether that key may sign is decided by the record
-(`hsm_lab.record`): only the pinned signer or a quorum-authorised one.
+(`hsm_lab.ceremony.record`): only the pinned signer or a quorum-authorised one.
 """
 
 from __future__ import annotations

@@ -8,10 +8,14 @@ Every command that reads or appends checks three things together before it acts:
   aloud as words; an auditor may pin it out of band (`--expect-signer`).
 - the transcript and the manifests: a hash chain whose head, and every manifest,
   must be signed by an authorised signer: the anchor, or a token key that a
-  quorum authorised when it imported L0 (see `hsm_lab.authority`).
+  quorum authorised when it imported L0 (see `hsm_lab.ceremony.authority`).
 - the token's heads: one append-only record per committed step (seq, entry
   hash, ceremony id, manifest hash). The chain must agree with every one, so an
   edited, truncated or rolled-back record is caught by the token, not the files.
+
+Each has its module: `anchor`, `token_records`, `verification` (all under
+`hsm_lab.ceremony`); this one opens the record on a token, repairs interrupted
+steps and appends, and re-exports the others' names.
 """
 
 from __future__ import annotations

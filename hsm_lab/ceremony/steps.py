@@ -2,7 +2,7 @@
 
 Each function is one step a security engineer runs. Each opens one HSM session
 (the lab lock is held for the step), opens the verified record on that token
-(`hsm_lab.record`: pinned signer, chain, manifests, the token's own heads,
+(`hsm_lab.ceremony.record`: pinned signer, chain, manifests, the token's own heads,
 recovery of interrupted steps) before it touches anything, and is a
 transaction: an intent first, then the HSM object and the staged files, then
 the committed transcript entry, then CURRENT. Killed at any point, the next

@@ -13,7 +13,7 @@ only what the token itself vouches for (its record, or its own signature), so
 a journal planted by someone else is never completed.
 
 Which signers are trusted, and whether the chain agrees with the token's
-records, is the record's business (`hsm_lab.record`); this module checks the
+records, is the record's business (`hsm_lab.ceremony.record`); this module checks the
 chain and one head signature against a key it is given.
 """
 
