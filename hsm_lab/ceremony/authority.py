@@ -71,7 +71,9 @@ def _payload(fingerprint: str, token: str, ceremony_id: str) -> bytes:
     )
 
 
-def authorise(private: ec.EllipticCurvePrivateKey, fingerprint: str, token: str, ceremony_id: str) -> dict:
+def authorise(
+    private: ec.EllipticCurvePrivateKey, fingerprint: str, token: str, ceremony_id: str
+) -> dict[str, str]:
     """A detached JWS (ES256) by the quorum authority over the new signer's fingerprint."""
     header, signing_input = jws_signing_input(
         {"alg": "ES256", "typ": AUTHORISATION_FORMAT}, _payload(fingerprint, token, ceremony_id)

@@ -3,10 +3,10 @@
 It says which ceremony, K of N, who the custodians are and how their shares
 are sealed, one commitment per share, the master key's KCV, and which share
 sets it retires, and the public half of the quorum authority key (derived from
-L0; see `hsm_lab.authority`). It is signed in the HSM by the ceremony signing
+L0; see `hsm_lab.ceremony.authority`). It is signed in the HSM by the ceremony signing
 key (ES256, detached JWS over the canonical JSON); the public key travels
 inside, and whether that key may sign is decided by the record
-(`hsm_lab.record`): only the pinned signer or a quorum-authorised one.
+(`hsm_lab.ceremony.record`): only the pinned signer or a quorum-authorised one.
 """
 
 from __future__ import annotations
@@ -199,7 +199,21 @@ def _check_body(body: dict[str, Any]) -> None:
         raise errors.ManifestError("threshold and shares must satisfy 2 <= K <= N <= 255")
     if not isinstance(body["kcv"], str) or not re.fullmatch(r"[0-9a-f]{6}", body["kcv"]):
         raise errors.ManifestError("kcv must be 6 lowercase hex digits")
-    custodians = body["custodians"]
+    _check_custodians(body["custodians"], n)
+    signer = body["signer"]
+    if signer is not None and (
+        not isinstance(signer, dict) or set(signer) != {"token", "key_id", "public_key", "algorithm"}
+    ):
+        raise errors.ManifestError("signer must name token, key_id, public_key, algorithm")
+    if not isinstance(body["retires"], list) or not isinstance(body["weakened"], list):
+        raise errors.ManifestError("retires and weakened must be lists")
+    quorum_authority = body["quorum_authority"]
+    if not isinstance(quorum_authority, dict) or set(quorum_authority) != {"fingerprint", "public_key"}:
+        raise errors.ManifestError("quorum_authority must name fingerprint and public_key")
+
+
+def _check_custodians(custodians: Any, n: int) -> None:
+    """The manifest's custodian list, checked at its place in `_check_body`'s reading order."""
     if not isinstance(custodians, list) or len(custodians) != n:
         raise errors.ManifestError(f"custodians must list exactly {n} entries")
     names = set()
@@ -211,13 +225,3 @@ def _check_body(body: dict[str, Any]) -> None:
         names.add(entry["name"])
     if len(names) != n:
         raise errors.ManifestError("custodian names must be distinct")
-    signer = body["signer"]
-    if signer is not None and (
-        not isinstance(signer, dict) or set(signer) != {"token", "key_id", "public_key", "algorithm"}
-    ):
-        raise errors.ManifestError("signer must name token, key_id, public_key, algorithm")
-    if not isinstance(body["retires"], list) or not isinstance(body["weakened"], list):
-        raise errors.ManifestError("retires and weakened must be lists")
-    quorum_authority = body["quorum_authority"]
-    if not isinstance(quorum_authority, dict) or set(quorum_authority) != {"fingerprint", "public_key"}:
-        raise errors.ManifestError("quorum_authority must name fingerprint and public_key")

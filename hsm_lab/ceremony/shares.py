@@ -83,7 +83,7 @@ def combine(shares: list[Share], threshold: int) -> bytearray:
     return bytearray(pyshamir.combine([bytearray(s.value) for s in chosen]))
 
 
-def commitment(ceremony_id: str, custodian: str, value: bytes) -> str:
+def commitment(ceremony_id: str, custodian: str, value: bytes | bytearray) -> str:
     """Binding, hiding (the share is 256 random bits) commitment to one share."""
     digest = hashlib.sha256()
     digest.update(COMMITMENT_DOMAIN)
@@ -138,13 +138,16 @@ def parse_share(payload: bytes, claimed: str = "unknown custodian") -> Share:
 def seal(share: Share, custodian: Custodian, passphrase: str | None = None) -> bytes:
     """age-encrypt a share to its custodian (X25519 recipient or passphrase)."""
     plaintext = encode_share(share)
+    sealed: bytes  # pyrage ships no type information: its results are typed here
     try:
         if custodian.recipient:
             recipient = pyrage.x25519.Recipient.from_str(custodian.recipient)
-            return pyrage.encrypt(bytes(plaintext), [recipient])
+            sealed = pyrage.encrypt(bytes(plaintext), [recipient])
+            return sealed
         if not passphrase:
             raise errors.InputError(f"custodian {custodian.name}: a passphrase is required")
-        return pyrage.passphrase.encrypt(bytes(plaintext), passphrase)
+        sealed = pyrage.passphrase.encrypt(bytes(plaintext), passphrase)
+        return sealed
     finally:
         wipe(plaintext)
 

@@ -13,7 +13,7 @@ only what the token itself vouches for (its record, or its own signature), so
 a journal planted by someone else is never completed.
 
 Which signers are trusted, and whether the chain agrees with the token's
-records, is the record's business (`hsm_lab.record`); this module checks the
+records, is the record's business (`hsm_lab.ceremony.record`); this module checks the
 chain and one head signature against a key it is given.
 """
 
@@ -150,7 +150,9 @@ class Transcript:
 
     # -- appending ---------------------------------------------------------------
 
-    def build(self, entries: list[dict[str, Any]], actor: str, action: str, params: dict[str, Any]) -> dict:
+    def build(
+        self, entries: list[dict[str, Any]], actor: str, action: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "seq": len(entries) + 1,
             "time": now(),
@@ -267,7 +269,9 @@ def sign_head(session: TokenSession, entry: dict[str, Any]) -> dict[str, Any]:
     return {"head": head, "signature": signature}
 
 
-def verify_head_signature(public: ec.EllipticCurvePublicKey, head: dict[str, Any], signature: dict) -> None:
+def verify_head_signature(
+    public: ec.EllipticCurvePublicKey, head: dict[str, Any], signature: dict[str, Any]
+) -> None:
     try:
         jws_verify(public, signature, canonical_json(head))
     except (ValueError, TypeError):

@@ -14,7 +14,9 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pyrage
 
@@ -29,6 +31,7 @@ from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, RECOVERY_TOKEN, Lab
 FIRST_CUSTODIANS = ("amelie", "bastien", "chloe", "damien", "elodie", "fabrice", "gaelle")
 JOINING = ("hugo", "ines")
 LEAVING = "gaelle"
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Rehearsal:
     authorised_signers: int = 0
 
 
-def _timed(report: Rehearsal, step: str, action: Callable[[], object]) -> object:
+def _timed(report: Rehearsal, step: str, action: Callable[[], T]) -> T:
     start = time.perf_counter()
     result = action()
     report.timings[step] = time.perf_counter() - start
@@ -112,14 +115,40 @@ def rehearse(
     low, high = hsm.pin_range()
     pins = pins or {token: random_pin(low, high) for token in (PRIMARY_TOKEN, RECOVERY_TOKEN)}
     so_pin = so_pin or random_pin(low, high)
+    run = _Run(hsm, lab, report, pins, on_step)
 
-    on_step("initialising two tokens (primary HSM, recovery HSM); the primary's key is pinned")
-    for token, pin in pins.items():
+    _init_tokens(run, so_pin)
+    first, people = _generate(run, threshold)
+    _hand_out(run, first, people)
+    _import(run, first, people, chooser.sample(list(people), threshold))
+    rekey_quorum = chooser.sample([n for n in people if n != LEAVING], threshold)
+    _rekey(run, first, people, rekey_quorum, threshold)
+    _check_retired(run, first, people)
+    _verify_record(run)
+    report.timings["total"] = time.perf_counter() - start
+    return report
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every phase of one rehearsal works with."""
+
+    hsm: HSM
+    lab: Lab
+    report: Rehearsal
+    pins: dict[str, str]
+    on_step: Callable[[str], None]
+
+
+def _init_tokens(run: _Run, so_pin: str) -> None:
+    hsm, lab, report = run.hsm, run.lab, run.report
+    run.on_step("initialising two tokens (primary HSM, recovery HSM); the primary's key is pinned")
+    for token, pin in run.pins.items():
         result = _timed(
             report,
             f"init {token}",
-            lambda t=token, p=pin: ceremony.init_token(
-                hsm, lab, token=t, so_pin=so_pin, user_pin=p, actor="rehearsal"
+            partial(
+                ceremony.init_token, hsm, lab, token=token, so_pin=so_pin, user_pin=pin, actor="rehearsal"
             ),
         )
         assert isinstance(result, ceremony.InitResult)
@@ -127,9 +156,12 @@ def rehearse(
         if token == RECOVERY_TOKEN:
             report.recovery_signer = result.fingerprint
 
+
+def _generate(run: _Run, threshold: int) -> tuple[ceremony.SignedManifest, dict[str, SimulatedCustodian]]:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
     people = {name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in FIRST_CUSTODIANS}
     report.custodians.update(people)
-    on_step(f"generating the master key, dealing {threshold}-of-{len(people)} shares")
+    run.on_step(f"generating the master key, dealing {threshold}-of-{len(people)} shares")
     first = _timed(
         report,
         "generate",
@@ -147,8 +179,12 @@ def rehearse(
     report.first_ceremony = first.ceremony_id
     report.threshold, report.share_count = first.threshold, first.share_count
     report.kcv_manifest = first.kcv
+    return first, people
 
-    on_step("handing out shares: every custodian checks theirs alone")
+
+def _hand_out(run: _Run, first: ceremony.SignedManifest, people: dict[str, SimulatedCustodian]) -> None:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
+    run.on_step("handing out shares: every custodian checks theirs alone")
     drill = _timed(
         report,
         "verify-all",
@@ -166,10 +202,14 @@ def rehearse(
     if failed:
         raise errors.ShareRejected(failed[0].detail)
 
-    quorum = chooser.sample(list(people), threshold)
-    on_step(f"importing into the recovery HSM with {', '.join(quorum)}")
 
-    def import_step() -> object:
+def _import(
+    run: _Run, first: ceremony.SignedManifest, people: dict[str, SimulatedCustodian], quorum: list[str]
+) -> None:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
+    run.on_step(f"importing into the recovery HSM with {', '.join(quorum)}")
+
+    def import_step() -> tuple[ceremony.SignedManifest, list[str], str]:
         return ceremony.import_master(
             hsm,
             lab,
@@ -184,7 +224,7 @@ def rehearse(
             expect_ceremony=first.ceremony_id,
         )
 
-    _manifest, used, kcv_recovery = _timed(report, "import", import_step)  # type: ignore[misc]
+    _manifest, used, kcv_recovery = _timed(report, "import", import_step)
     report.import_quorum = list(used)
     report.kcv_recovery = kcv_recovery
     report.kcv_primary = _master_info(hsm, PRIMARY_TOKEN, pins[PRIMARY_TOKEN]).kcv or ""
@@ -192,14 +232,24 @@ def rehearse(
     if not report.kcv_manifest == report.kcv_primary == report.kcv_recovery:
         raise errors.QuorumError("KCVs differ between manifest, primary and recovery HSM")
 
-    rekey_quorum = chooser.sample([n for n in people if n != LEAVING], threshold)
+
+def _rekey(
+    run: _Run,
+    first: ceremony.SignedManifest,
+    people: dict[str, SimulatedCustodian],
+    rekey_quorum: list[str],
+    threshold: int,
+) -> None:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
     newcomers = {name: SimulatedCustodian(name, pyrage.x25519.Identity.generate()) for name in JOINING}
     report.custodians.update(newcomers)
     new_people = [p for n, p in people.items() if n != LEAVING] + list(newcomers.values())
     new_threshold = threshold
-    on_step(f"rekeying: {LEAVING} leaves, {', '.join(JOINING)} join; {new_threshold}-of-{len(new_people)}")
+    run.on_step(
+        f"rekeying: {LEAVING} leaves, {', '.join(JOINING)} join; {new_threshold}-of-{len(new_people)}"
+    )
 
-    def rekey_step() -> object:
+    def rekey_step() -> tuple[ceremony.SignedManifest, ceremony.SignedManifest, list[str]]:
         return ceremony.rekey(
             hsm,
             lab,
@@ -212,13 +262,16 @@ def rehearse(
             on_event=lambda who, what: report.events.append((who, what)),
         )
 
-    _old, new, used_rekey = _timed(report, "rekey", rekey_step)  # type: ignore[misc]
+    _old, new, used_rekey = _timed(report, "rekey", rekey_step)
     report.second_ceremony = new.ceremony_id
     report.new_threshold, report.new_share_count = new.threshold, new.share_count
     report.rekey_quorum = list(used_rekey)
     report.kcv_after_rekey = new.kcv
 
-    on_step("checking that a retired share is refused")
+
+def _check_retired(run: _Run, first: ceremony.SignedManifest, people: dict[str, SimulatedCustodian]) -> None:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
+    run.on_step("checking that a retired share is refused")
     retired = ceremony.verify_shares(
         hsm,
         lab,
@@ -231,7 +284,10 @@ def rehearse(
         raise errors.QuorumError("a retired share was accepted after the rekey")
     report.retired_share_refusal = retired[0].detail
 
-    on_step("verifying the record: chain, manifests, signers, head, the recovery token's committed heads")
+
+def _verify_record(run: _Run) -> None:
+    hsm, lab, report, pins = run.hsm, run.lab, run.report, run.pins
+    run.on_step("verifying the record: chain, manifests, signers, head, the recovery token's committed heads")
     with hsm.session(RECOVERY_TOKEN, user_pin=pins[RECOVERY_TOKEN]) as session:
         state = Record.open(lab, session, expect=report.pinned_signer, actor="rehearsal").state
     assert state.head is not None
@@ -240,8 +296,6 @@ def rehearse(
     report.signer_key_id = state.head.signer_key_id
     report.token_heads = state.token_heads or 0
     report.authorised_signers = len(state.signers)
-    report.timings["total"] = time.perf_counter() - start
-    return report
 
 
 def random_pin(low: int, high: int) -> str:

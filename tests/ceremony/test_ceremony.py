@@ -15,10 +15,12 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from hsm_lab import ceremony, errors
 from hsm_lab.ceremony import shares
 from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.quorum import quorum_key
+from hsm_lab.ceremony.record import Record
 from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
-from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, LabUnderTest, deal
+from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, LabUnderTest, copy_lab, deal
 
 
 def import_into(dealt: Dealt, token: str, names: tuple[str, ...]) -> tuple[list[str], str]:
@@ -236,6 +238,49 @@ def test_bad_shares_are_skipped_and_k_good_ones_still_import(dealt: Dealt) -> No
     assert "grace" not in {who for who, _ in events}
     entry = ceremony.transcript(dealt.env.lab).entries()[-1]
     assert entry["action"] == "import" and len(entry["params"]["refused"]) == 3
+
+
+def test_the_combined_key_and_the_shares_are_wiped_however_the_step_ends(dealt: Dealt, tmp_path) -> None:
+    """The collect+combine helper that import and rekey share wipes L0 and every share on any exit."""
+    copied = copy_lab(dealt.env, tmp_path / "copy")
+    presented: list[Share] = []
+
+    def source(name: str):
+        def give() -> Share:
+            presented.append(dealt.share(name))
+            return presented[-1]
+
+        return give
+
+    def quiet(_who: str, _what: str) -> None:
+        return None
+
+    with copied.hsm.session(PRIMARY_TOKEN, user_pin=copied.pin) as session:
+        record = Record.open(copied.lab, session, actor="pytest")
+        manifest = record.state.manifest()
+        sources = [(n, source(n)) for n in NAMES[:5]]
+        with quorum_key(record, manifest, sources, quiet, "import", "pytest") as combined:
+            key = combined.key
+            assert ceremony.python_kcv(key) == manifest.kcv and combined.refused == []
+        assert key == bytearray(32) and len(presented) == 5
+        assert all(s.value == bytearray(33) for s in presented)
+        presented.clear()
+        with (
+            pytest.raises(RuntimeError, match="the step failed"),
+            quorum_key(record, manifest, sources, quiet, "import", "pytest") as combined,
+        ):
+            key = combined.key
+            raise RuntimeError("the step failed")
+        assert key == bytearray(32) and len(presented) == 5
+        assert all(s.value == bytearray(33) for s in presented)
+        presented.clear()
+        with (
+            pytest.raises(errors.QuorumError, match="4 valid shares presented, 5 needed"),
+            quorum_key(record, manifest, sources[:4], quiet, "import", "pytest"),
+        ):
+            pytest.fail("too few shares never reach the step")
+        assert len(presented) == 4 and all(s.value == bytearray(33) for s in presented)
+    assert ceremony.transcript(copied.lab).entries()[-1]["action"] == "import.aborted"
 
 
 def flipped_value(share: Share) -> Share:

@@ -19,7 +19,7 @@ import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from hsm_lab import ceremony, errors
-from hsm_lab.ceremony import record, steps
+from hsm_lab.ceremony import dealing, record
 from hsm_lab.ceremony.custodians import Custodian
 from hsm_lab.ceremony.manifest import load_manifest, sign_manifest
 from hsm_lab.ceremony.record import Record, verify_lab
@@ -154,7 +154,7 @@ def test_a_share_set_dealt_by_the_attacker_is_never_imported(
         deal_ = ceremony.Deal(
             "cer-20260101T000000Z-0badc0de", ceremony.python_kcv(key), MASTER_LABEL, custodians, 4, {}, [], []
         )
-        forged = steps._deal(shadow.lab, session, key, deal_)
+        forged = dealing.deal_shares(shadow.lab, session, key, deal_)
     shutil.copytree(shadow.lab.ceremony_dir(forged.ceremony_id), copied.lab.ceremony_dir(forged.ceremony_id))
     copied.lab.set_current_ceremony(forged.ceremony_id)
     opened: list[str] = []

@@ -13,7 +13,7 @@ import pytest
 from hsm_lab.ceremony import record
 from tests.conftest import Dealt
 
-THREAT_MODEL = Path(__file__).resolve().parents[1] / "docs" / "threat-model.md"
+THREAT_MODEL = Path(__file__).resolve().parents[2] / "docs" / "threat-model.md"
 
 
 @pytest.fixture(scope="module")
