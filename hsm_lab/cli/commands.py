@@ -31,7 +31,7 @@ from hsm_lab.custodians import (
 from hsm_lab.hsm import HSM, TokenSession
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
 from hsm_lab.shares import Share
-from infra.model.settings import DEFAULT_PRIMARY_REGION
+from infra.model.outputs import StackOutputs
 
 if TYPE_CHECKING:
     from hsm_lab.byok import Byok
@@ -583,7 +583,7 @@ def transcript_upload(
     stack = _outputs(where, outputs)
     profiles: dict[str, str | None] = {"ceremony": ceremony_profile}
     _url, _target, roles = _role_clients(
-        endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle
+        endpoint, real_aws, where.root, stack, profiles=profiles, trust_ca_bundle=trust_ca_bundle
     )
     _archive(where, stack, "aws" if real_aws else "localstack", roles["ceremony"])
 
@@ -668,21 +668,16 @@ AuditorProfileOpt = Annotated[str | None, _profile_option("auditor", "reads keys
 Clients = Callable[[str, str], object]
 
 
-_LOADED_STACK: dict = {}  # what `_outputs` loaded last: `_aws` takes the stack's account from it
-
-
 def _aws(
     endpoint: str | None,
     real_aws: bool,
     lab_root: Path,
-    account_id: str | None = None,
+    stack: StackOutputs | None = None,
     profiles: dict[str, str | None] | None = None,
     trust_ca_bundle: bool = False,
 ) -> tuple[str, str, Clients]:
     """(url, description, the auditor's clients): for commands that only read."""
-    url, description, roles = _role_clients(
-        endpoint, real_aws, lab_root, account_id, profiles, trust_ca_bundle
-    )
+    url, description, roles = _role_clients(endpoint, real_aws, lab_root, stack, profiles, trust_ca_bundle)
     return url, description, roles["auditor"]
 
 
@@ -690,7 +685,7 @@ def _role_clients(
     endpoint: str | None,
     real_aws: bool,
     lab_root: Path,
-    account_id: str | None = None,
+    stack: StackOutputs | None = None,
     profiles: dict[str, str | None] | None = None,
     trust_ca_bundle: bool = False,
 ) -> tuple[str, str, dict[str, Clients]]:
@@ -698,7 +693,8 @@ def _role_clients(
 
     Real AWS: one session per role (hsm_lab.aws.access), every endpoint override refused. On
     LocalStack one identity plays every role; the account is the stack's (its outputs), else
-    this lab's own (docs/localstack.md: each lab is its own account).
+    this lab's own (docs/localstack.md: each lab is its own account). With `stack` (a command
+    that reads it), every key and bucket it names must still exist.
     """
     from hsm_lab.aws import localstack
     from hsm_lab.aws.deployment import lab_account, localstack_clients, require_stack
@@ -711,8 +707,8 @@ def _role_clients(
             raise errors.InputError("--endpoint is for LocalStack; with --aws the endpoint is botocore's own")
         access = real(profiles, trust_ca_bundle=trust_ca_bundle)
         roles = {role: access.clients(role) for role in ROLES}
-        if _LOADED_STACK:
-            require_stack(_LOADED_STACK, roles["auditor"], localstack=False)
+        if stack is not None:
+            require_stack(stack, roles["auditor"], localstack=False)
         return "aws", access.describe(), roles
     ca = None
     if endpoint:
@@ -725,25 +721,23 @@ def _role_clients(
     else:
         found = localstack.connect(lab_dir=lab_root)
         url, ca = found.endpoint, found.ca
-    stack_account = str(_LOADED_STACK.get("account_id") or "")
-    if account_id is None and _LOADED_STACK:  # outputs without an account: LocalStack's default
-        account_id = stack_account if len(stack_account) == 12 and stack_account.isdigit() else None
-    elif account_id is None:
-        account_id = lab_account(lab_root)
+    # the stack's account (outputs without one: LocalStack's default), else this lab's own
+    account_id = stack.account_id if stack is not None else lab_account(lab_root)
     clients, pin = localstack_clients(url, lab_root, ca=ca, account_id=account_id)
-    if _LOADED_STACK:  # a command that reads the stack: say so when LocalStack lost it
-        require_stack(_LOADED_STACK, clients, localstack=True)
+    if stack is not None:  # a command that reads the stack: say so when LocalStack lost it
+        require_stack(stack, clients, localstack=True)
     one = {"ceremony": clients, "app": clients, "auditor": clients}  # LocalStack: one identity
     return pin.url, f"{pin.url}, {pin.describe()}", one
 
 
-def _archive(where: Lab, stack: dict, target: str, ceremony: Clients, say: Console | None = None) -> None:
+def _archive(
+    where: Lab, stack: StackOutputs, target: str, ceremony: Clients, say: Console | None = None
+) -> None:
     """Archive the signed record in the stack's Object Lock bucket, as the ceremony role."""
     from hsm_lab.ceremony import archive
 
-    bucket = stack.get("transcript_bucket")
-    region = str(stack.get("primary_region") or DEFAULT_PRIMARY_REGION)
-    if not isinstance(bucket, str):
+    bucket, region = stack.transcript_bucket, stack.primary_region
+    if bucket is None:
         raise errors.InputError("the stack outputs name no transcript bucket: apply the stack again")
     state = record.verify_lab(where)
     folder = archive.upload(
@@ -772,13 +766,11 @@ def _expiry(days: int | None, no_expiry: bool) -> int | None:
     return days
 
 
-def _outputs(where: Lab, outputs: Path | None) -> dict:
-    from hsm_lab.aws.deployment import load_outputs, outputs_path
+def _outputs(where: Lab, outputs: Path | None) -> StackOutputs:
+    """The stack outputs (--outputs, else the lab's), checked: clefs.stack-outputs/v1."""
+    from hsm_lab.aws.deployment import load_stack, outputs_path
 
-    stack = load_outputs(outputs_path(where.root, outputs))
-    _LOADED_STACK.clear()
-    _LOADED_STACK.update(stack)
-    return stack
+    return load_stack(outputs_path(where.root, outputs))
 
 
 def _byok(
@@ -792,7 +784,7 @@ def _byok(
     so: bool,
     profiles: dict[str, str | None] | None = None,
     trust_ca_bundle: bool = False,
-) -> tuple[Byok, dict, str, dict[str, Clients]]:
+) -> tuple[Byok, StackOutputs, str, dict[str, Clients]]:
     """The Byok driver for this lab's token: the ceremony imports, the app proves, the auditor reads.
 
     Also returns the clients per role: the ceremony's archive the record afterwards.
@@ -801,7 +793,7 @@ def _byok(
 
     stack = _outputs(where, outputs)
     _url, target, roles = _role_clients(
-        endpoint, real_aws, where.root, profiles=profiles, trust_ca_bundle=trust_ca_bundle
+        endpoint, real_aws, where.root, stack, profiles=profiles, trust_ca_bundle=trust_ca_bundle
     )
     byok = Byok(
         hsm,
@@ -812,7 +804,7 @@ def _byok(
         kms_for=lambda region: roles["ceremony"]("kms", region),
         app_kms_for=lambda region: roles["app"]("kms", region),
         auditor_kms_for=lambda region: roles["auditor"]("kms", region),
-        primary_region=str(stack.get("primary_region", DEFAULT_PRIMARY_REGION)),
+        primary_region=stack.primary_region,
         actor=actor(),
     )
     return byok, stack, target, roles
@@ -927,13 +919,14 @@ def byok_revoke(
     _archive(where, stack, "aws" if real_aws else "localstack", roles["ceremony"])
 
 
-def _archived(where: Lab, stack: dict, client_for: Clients, real_aws: bool, say: Console) -> str | None:
+def _archived(
+    where: Lab, stack: StackOutputs, client_for: Clients, real_aws: bool, say: Console
+) -> str | None:
     """Read the archived record back (auditor) and check it against the lab's: None, or the gap."""
     from hsm_lab.ceremony import archive
 
-    bucket = stack.get("transcript_bucket")
-    region = str(stack.get("primary_region") or DEFAULT_PRIMARY_REGION)
-    if not isinstance(bucket, str) or not where.transcript.exists():
+    bucket, region = stack.transcript_bucket, stack.primary_region
+    if bucket is None or not where.transcript.exists():
         say.print("[yellow]transcript archive: not checked (no transcript bucket or no lab record here)[/]")
         return None
     try:
@@ -971,7 +964,12 @@ def verify(
     stack = _outputs(where, outputs)
     # the auditor's clients (read-only); checks the stack still exists
     _url, target, client_for = _aws(
-        endpoint, real_aws, where.root, profiles={"auditor": auditor_profile}, trust_ca_bundle=trust_ca_bundle
+        endpoint,
+        real_aws,
+        where.root,
+        stack,
+        profiles={"auditor": auditor_profile},
+        trust_ca_bundle=trust_ca_bundle,
     )
     report = assess(stack, client_for, max_objects=max_objects, emulator=not real_aws)
     archived = _archived(where, stack, client_for, real_aws, err if as_json else out)  # stdout stays JSON

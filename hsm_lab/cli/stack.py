@@ -86,6 +86,13 @@ def destroy_cmd(
 
 @app.command("outputs")
 def outputs_cmd(stack: StackArg = "localstack", backend: BackendOpt = DEFAULT_BACKEND_DIR) -> None:
-    """Print the stack outputs as JSON."""
+    """Print the stack outputs as JSON (clefs.stack-outputs/v1, checked; save as <lab>/stack-outputs.json)."""
+    from hsm_lab.aws.deployment import stack_outputs
+    from hsm_lab.errors import ClefsError
+
     result = _cli(lambda: outputs(_target(stack, None, False, backend)))
-    typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    try:
+        document = stack_outputs(result, f"stack {stack}").to_document()
+    except ClefsError as exc:
+        raise console.fail(exc) from None
+    typer.echo(json.dumps(document, indent=2, sort_keys=True))

@@ -39,8 +39,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hsm_lab import errors
+from hsm_lab.aws.deployment import Outputs, stack_outputs
 from hsm_lab.datapath import envelope
-from infra.model.settings import DEFAULT_PRIMARY_REGION
+from infra.model.outputs import ClassOutputs, RegionOutputs, RoleOutputs, StackOutputs
 
 ClientFor = Callable[[str, str], Any]
 SCHEMA = "clefs.verify/v2"
@@ -332,10 +333,9 @@ TLS12 = {"aws:SecureTransport": "true", "s3:TlsVersion": "1.2"}
 SSE, SSE_KEY = "s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id"
 
 
-def _principals(outputs: Mapping[str, Any], account: str) -> dict[str, str]:
-    roles = outputs.get("roles") if isinstance(outputs.get("roles"), Mapping) else {}
-    app = str(roles.get("app") or f"arn:aws:iam::{account}:role/clefs-app")
-    admin = str(roles.get("admin") or f"arn:aws:iam::{account}:role/clefs-admin")
+def _principals(roles: RoleOutputs | None, account: str) -> dict[str, str]:
+    app = roles.app if roles is not None else f"arn:aws:iam::{account}:role/clefs-app"
+    admin = roles.admin if roles is not None else f"arn:aws:iam::{account}:role/clefs-admin"
     return {
         "the app role": app,
         "a key administrator": admin,
@@ -466,15 +466,20 @@ def check_uploads(
 
 
 def check_key_policy(
-    kms: Any, key_arn: str, data_class: str, region: str, role: str, outputs: Mapping[str, Any], source: str
+    kms: Any,
+    key_arn: str,
+    spec: ClassOutputs,
+    region: str,
+    role: str,
+    roles: RoleOutputs | None,
+    source: str,
 ) -> Cell:
     from policy.rules import KEY_POLICY_ROLES, key_policy_findings
 
-    spec = outputs["classes"][data_class]
-    roles = outputs.get("roles") if isinstance(outputs.get("roles"), Mapping) else {}
-    bucket_arn = spec["regions"][region].get("bucket_arn")
-    replication = spec.get("replication_role")
-    if not all(isinstance(roles.get(r), str) for r in KEY_POLICY_ROLES) or not (bucket_arn and replication):
+    data_class = spec.name
+    bucket_arn = spec.regions[region].bucket_arn
+    replication = spec.replication_role
+    if roles is None or not (bucket_arn and replication):
         return Cell(
             True,
             f"the stack outputs name no roles ({', '.join(KEY_POLICY_ROLES)}, replication): not checked",
@@ -494,9 +499,9 @@ def check_key_policy(
         region=region,
         copy=role,
         account_id=key_arn.split(":")[4],
-        roles={r: str(roles[r]) for r in KEY_POLICY_ROLES},
-        replication_role=str(replication),
-        bucket_arn_in_region=str(bucket_arn),
+        roles={r: roles.arn(r) for r in KEY_POLICY_ROLES},
+        replication_role=replication,
+        bucket_arn_in_region=bucket_arn,
     )
     if findings:
         return Cell(False, f"key policy: {_examples(findings, 3)}", source=source)
@@ -619,8 +624,11 @@ def check_versioning(s3: Any, bucket: str) -> Cell:
 # --------------------------------------------------------------------------- the report
 
 
+Place = tuple[str, str, RegionOutputs]  # (class, region, its key and bucket)
+
+
 def assess(
-    outputs: dict[str, Any],
+    outputs: Outputs,
     client_for: ClientFor,
     *,
     max_objects: int = DEFAULT_MAX_OBJECTS,
@@ -629,35 +637,40 @@ def assess(
 ) -> Report:
     """Prove every claim for every class and region listed in the stack outputs.
 
-    `emulator` (LocalStack) marks what it does not enforce as ``configured``.
+    `outputs` is the typed contract (hsm_lab.aws.deployment.load_stack) or a document, checked
+    here. `emulator` (LocalStack) marks what it does not enforce as ``configured``.
     """
-    try:
-        classes = outputs["classes"]
-        primary_region = outputs.get("primary_region", DEFAULT_PRIMARY_REGION)
-    except (KeyError, TypeError):
-        raise errors.InputError("stack outputs have no 'classes': deploy the stack first") from None
-    if not classes:
+    stack = stack_outputs(outputs)
+    if not stack.classes:
         raise errors.InputError("the stack outputs list no data class: deploy the stack first")
     if max_objects < 1:
         raise errors.InputError("--max-objects must be at least 1")
-    enforced = CONFIGURED if emulator else OBSERVED
+    primary_region = stack.primary_region
     places = [
         (data_class, region, where)
-        for data_class, spec in sorted(classes.items())
-        for region, where in sorted(spec["regions"].items(), key=lambda item: item[0] != primary_region)
+        for data_class, spec in sorted(stack.classes.items())
+        for region, where in sorted(spec.regions.items(), key=lambda item: item[0] != primary_region)
     ]
+    scans = scan_buckets(places, client_for, max_objects, workers)
+    enforced = CONFIGURED if emulator else OBSERVED
+    rows = [_row(stack, place, scans, client_for, enforced, max_objects) for place in places]
+    return Report(rows, "localstack" if emulator else "aws", max_objects)
+
+
+def scan_buckets(
+    places: list[Place], client_for: ClientFor, max_objects: int, workers: int
+) -> dict[tuple[str, str], Scan]:
+    """List every bucket's object versions, then read each version's first bytes (threads)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         listings = dict(
             zip(
                 [(c, r) for c, r, _ in places],
-                pool.map(
-                    lambda p: list_versions(client_for("s3", p[1]), p[2]["bucket"], max_objects), places
-                ),
+                pool.map(lambda p: list_versions(client_for("s3", p[1]), p[2].bucket, max_objects), places),
                 strict=True,
             )
         )
         jobs = [((c, r), v) for c, r, w in places for v in listings[(c, r)][0]]
-        buckets = {(c, r): w["bucket"] for c, r, w in places}
+        buckets = {(c, r): w.bucket for c, r, w in places}
         stored = list(
             pool.map(lambda job: read_stored(client_for("s3", job[0][1]), buckets[job[0]], job[1]), jobs)
         )
@@ -666,47 +679,68 @@ def assess(
     }
     for (place, _version), item in zip(jobs, stored, strict=True):
         scans[place].objects.append(item)
+    return scans
 
-    rows = []
-    for data_class, region, where in places:
-        spec = classes[data_class]
-        regions = spec["regions"]
-        role = "primary" if region == primary_region else "replica"
-        required = bool(spec.get("end_to_end"))
-        bucket, key_arn = where["bucket"], where["key_arn"]
-        scan = scans[(data_class, region)]
-        row = Row(data_class, region, role, bucket, key_arn, required, len(scan.objects), scan.truncated)
-        s3, kms = client_for("s3", region), client_for("kms", region)
-        account = key_arn.split(":")[4] if key_arn.count(":") >= 5 else "000000000000"
-        principals = _principals(outputs, account)
-        policy = _bucket_policy(s3, bucket)
-        row.cells["at_rest"] = check_at_rest(s3, bucket, key_arn, scan)
-        row.cells["uploads"] = check_uploads(policy, bucket, principals, key_arn, enforced)
-        row.cells["key"] = check_key(kms, key_arn)
-        row.cells["key_policy"] = check_key_policy(kms, key_arn, data_class, region, role, outputs, enforced)
-        row.cells["in_transit"] = check_in_transit(policy, bucket, principals, key_arn, enforced)
-        class_keys = {str(w["key_arn"]) for w in regions.values()}
-        e2e = check_end_to_end(data_class, required, class_keys, scan)
-        if scan.truncated:
-            e2e = Cell(
-                False,
-                f"scanned only the first {max_objects} object versions (--max-objects): "
-                "the rest is not shown; raise the bound",
-            )
-        row.cells["end_to_end"] = e2e
-        if role == "primary":
-            replicas = [r for r in regions if r != primary_region]
-            for replica in replicas:
-                row.cells["replication"] = check_replication_rule(
-                    s3, bucket, regions[replica]["bucket"], regions[replica]["key_arn"], enforced
-                )
-            if not replicas:
-                row.cells["replication"] = Cell(False, "the class has no replica region")
-        else:
-            row.cells["replication"] = check_replica_content(
-                scans[(data_class, primary_region)], scan, regions[primary_region]["bucket"]
-            )
-        row.cells["public_access"] = check_public_access(s3, bucket, enforced)
-        row.cells["versioning"] = check_versioning(s3, bucket)
-        rows.append(row)
-    return Report(rows, "localstack" if emulator else "aws", max_objects)
+
+def _row(
+    stack: StackOutputs,
+    place: Place,
+    scans: Mapping[tuple[str, str], Scan],
+    client_for: ClientFor,
+    enforced: str,
+    max_objects: int,
+) -> Row:
+    """Every cell of one class in one region."""
+    data_class, region, where = place
+    spec = stack.classes[data_class]
+    role = "primary" if region == stack.primary_region else "replica"
+    bucket, key_arn = where.bucket, where.key_arn
+    scan = scans[(data_class, region)]
+    row = Row(data_class, region, role, bucket, key_arn, spec.end_to_end, len(scan.objects), scan.truncated)
+    s3, kms = client_for("s3", region), client_for("kms", region)
+    principals = _principals(stack.roles, where.account)
+    policy = _bucket_policy(s3, bucket)
+    row.cells["at_rest"] = check_at_rest(s3, bucket, key_arn, scan)
+    row.cells["uploads"] = check_uploads(policy, bucket, principals, key_arn, enforced)
+    row.cells["key"] = check_key(kms, key_arn)
+    row.cells["key_policy"] = check_key_policy(kms, key_arn, spec, region, role, stack.roles, enforced)
+    row.cells["in_transit"] = check_in_transit(policy, bucket, principals, key_arn, enforced)
+    row.cells["end_to_end"] = _end_to_end(spec, scan, max_objects)
+    row.cells["replication"] = _replication(stack, spec, place, scans, s3, enforced)
+    row.cells["public_access"] = check_public_access(s3, bucket, enforced)
+    row.cells["versioning"] = check_versioning(s3, bucket)
+    return row
+
+
+def _end_to_end(spec: ClassOutputs, scan: Scan, max_objects: int) -> Cell:
+    class_keys = {w.key_arn for w in spec.regions.values()}
+    cell = check_end_to_end(spec.name, spec.end_to_end, class_keys, scan)
+    if scan.truncated:
+        return Cell(
+            False,
+            f"scanned only the first {max_objects} object versions (--max-objects): "
+            "the rest is not shown; raise the bound",
+        )
+    return cell
+
+
+def _replication(
+    stack: StackOutputs,
+    spec: ClassOutputs,
+    place: Place,
+    scans: Mapping[tuple[str, str], Scan],
+    s3: Any,
+    enforced: str,
+) -> Cell:
+    """Primary row: the rule to each replica (the last one stands). Replica row: what was copied."""
+    data_class, region, where = place
+    primary = stack.primary_region
+    if region != primary:
+        return check_replica_content(
+            scans[(data_class, primary)], scans[place[:2]], spec.regions[primary].bucket
+        )
+    cell = Cell(False, "the class has no replica region")
+    for replica, target in spec.regions.items():
+        if replica != primary:
+            cell = check_replication_rule(s3, where.bucket, target.bucket, target.key_arn, enforced)
+    return cell
