@@ -22,6 +22,7 @@ from rich.table import Table
 from hsm_lab import ceremony, errors, record, shares
 from hsm_lab.cli import console
 from hsm_lab.custodians import (
+    Custodian,
     check_passphrase,
     load_custodians,
     load_identities,
@@ -199,9 +200,9 @@ def _sources(paths: list[Path], identities: list[Path] | None) -> list[tuple[str
     return [(path.stem, opener(path)) for path in paths]
 
 
-def _passphrases(custodian_file: Path) -> tuple[list, dict[str, str]]:
+def _passphrases(custodian_file: Path) -> tuple[list[Custodian], dict[str, str]]:
     custodians = load_custodians(custodian_file)
-    phrases = {}
+    phrases: dict[str, str] = {}
     for c in custodians:
         if c.recipient is None:
             phrases[c.name] = passphrase_from_env(c.name) or read_pin(
@@ -843,7 +844,7 @@ def byok_import(
 
     from hsm_lab.aws.deployment import class_key_arns
 
-    expiry = _expiry(expires_in_days, no_expiry)  # checked before any AWS call or PIN prompt
+    days = _expiry(expires_in_days, no_expiry)  # checked before any AWS call or PIN prompt
     where, hsm = _open(lab, module)
     profiles = {"ceremony": ceremony_profile, "app": app_profile, "auditor": auditor_profile}
     byok, stack, target, roles = _byok(
@@ -858,7 +859,7 @@ def byok_import(
         trust_ca_bundle=trust_ca_bundle,
     )
     arns = class_key_arns(stack, data_class)
-    expiry = datetime.now(UTC) + timedelta(days=expiry) if expiry else None
+    expiry = datetime.now(UTC) + timedelta(days=days) if days else None
     say = err if as_json else out  # with --json, stdout is the document alone
     imports = byok.import_class(data_class, version, arns, wrapping_algorithm=wrapping, valid_to=expiry)
     for line in byok.warnings:
@@ -1000,12 +1001,15 @@ def rehearse(
     """The whole story in a fresh lab: ceremony, stack, BYOK, data path, compliance report."""
     from hsm_lab.ceremony_day.outputs import rehearse_doc
     from hsm_lab.cli.render import print_pyramid, print_rehearsal
+    from hsm_lab.rehearsal import Rehearsal
+    from hsm_lab.rehearsal.full import PyramidReport
 
     if lab is None:
         from datetime import UTC, datetime
 
         lab = Path("lab") / datetime.now(UTC).strftime("rehearsal-%Y%m%dT%H%M%SZ")
     say = err if as_json else out
+    account: Rehearsal | PyramidReport
 
     with say.status("rehearsing", spinner="dots") as spinner:  # animates on a terminal between steps
 
@@ -1032,11 +1036,11 @@ def rehearse(
                 raise
     if as_json:
         out.print_json(json.dumps(rehearse_doc(account)))
-    elif ceremony_only:
-        print_rehearsal(out, account)
-    else:
+    elif isinstance(account, PyramidReport):
         print_pyramid(out, account)
-    compliance = getattr(account, "compliance", None)
+    else:
+        print_rehearsal(out, account)
+    compliance = account.compliance if isinstance(account, PyramidReport) else None
     if compliance is not None and compliance.gaps:
         raise errors.ClefsError(f"{len(compliance.gaps)} gap(s): {compliance.gaps[0]}")
     if not ceremony_only and not as_json:
