@@ -250,7 +250,7 @@ def _parse_region(read: _Reader, region: str, value: object, where: str) -> Regi
     )
 
 
-def _parse_class(read: _Reader, name: object, value: object, primary: str) -> ClassOutputs:
+def _parse_class(read: _Reader, name: object, value: object, primary: str | None) -> ClassOutputs:
     where = f"classes.{str(name)[:40]}"
     problem = name_problem(name)  # the program's own rule (infra.model.data_classes)
     if problem is not None:
@@ -261,7 +261,7 @@ def _parse_class(read: _Reader, name: object, value: object, primary: str) -> Cl
     regions = read.obj(spec["regions"], f"{where}.regions")
     if not regions:
         raise read.fail(f"{where}.regions", "is empty")
-    if primary not in regions:
+    if primary is not None and primary not in regions:
         raise read.fail(f"{where}.regions", f"has no primary region {primary}")
     protection = spec.get("protection")
     if "protection" in spec and not (
@@ -312,6 +312,18 @@ def _check_flat(read: _Reader, document: Mapping[str, Any], classes: Mapping[str
             raise read.fail(f"field {_show(key)}", f"disagrees with classes.{name[:40]}.regions")
 
 
+def _parse_classes(read: _Reader, value: object, primary: str | None) -> dict[str, ClassOutputs]:
+    return {str(n): _parse_class(read, n, spec, primary) for n, spec in read.obj(value, "classes").items()}
+
+
+def parse_classes(
+    classes: object, source: str = "stack outputs", primary_region: str | None = None
+) -> dict[str, ClassOutputs]:
+    """The `classes` output alone, checked as :func:`parse_outputs` checks it (for callers given
+    only that part, e.g. hsm_lab.datapath); with `primary_region`, every class must be there."""
+    return _parse_classes(_Reader(source), classes, primary_region)
+
+
 def parse_outputs(document: object, source: str = "stack outputs") -> StackOutputs:
     """Check every field of a stack-outputs document; the typed contract, or one OutputsError.
 
@@ -328,8 +340,7 @@ def parse_outputs(document: object, source: str = "stack outputs") -> StackOutpu
     if "classes" not in document or "primary_region" not in document:
         raise read.fail("the document", "needs 'classes' and 'primary_region'")
     primary = read.region(document["primary_region"], "primary_region")
-    raw_classes = read.obj(document["classes"], "classes")
-    classes = {str(n): _parse_class(read, n, spec, primary) for n, spec in raw_classes.items()}
+    classes = _parse_classes(read, document["classes"], primary)
     _check_flat(read, document, classes)
     present = {key: document[key] for key in _TOP if key in document}
     return StackOutputs(
