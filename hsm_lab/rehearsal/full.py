@@ -248,7 +248,7 @@ def write_samples(
 
     stack = stack_outputs(outputs)
     people = (pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate())  # patient, practitioner
-    classes = {name: spec for name, spec in stack.to_document()["classes"].items()}
+    classes = stack.to_document()["classes"]  # hsm_lab.datapath reads the document's `classes`
     path = DataPath(client_for, classes, primary_region=stack.primary_region)
     results: list[dict[str, Any]] = []
     for data_class, spec in sorted(stack.classes.items()):
