@@ -1,9 +1,11 @@
 """The deployed stack as the HSM side sees it: its outputs, and clients to reach it.
 
 Stack outputs (`classes`, `primary_region`, ...) are the contract between the
-Pulumi program and everything after it (BYOK, data path, verify). They are
-kept in <lab>/stack-outputs.json, written by `hsm-lab stack apply-localstack`
-(the LocalStack harness) or `hsm-lab stack outputs` (with the Pulumi CLI).
+Pulumi program and everything after it (BYOK, data path, verify): `clefs.stack-outputs/v1`,
+typed and parsed once in infra.model.outputs (docs/stack-outputs.md). They are kept in
+<lab>/stack-outputs.json, written by `hsm-lab stack apply-localstack` (the LocalStack harness,
+through :func:`save_outputs`, which checks and stamps them) or `hsm-lab stack outputs` (with
+the Pulumi CLI).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,45 +24,65 @@ from urllib.parse import urlsplit
 
 from hsm_lab import errors
 from hsm_lab.fs import atomic_write_text
+from infra.model.outputs import OutputsError, RegionOutputs, StackOutputs, parse_outputs
+from infra.model.outputs import load_outputs as read_outputs
 
 OUTPUTS_FILE = "stack-outputs.json"
 ClientFactory = Callable[[str, str], Any]
 """(service, region) -> boto3 client; :func:`localstack_clients`, or a role's from hsm_lab.aws.access."""
 ClientFor = ClientFactory
 TLS_PEM = "tls.pem"
+Outputs = StackOutputs | Mapping[str, Any]
+"""The typed contract, or a document still to be checked (what the harness and `pulumi up` return)."""
 
 
 def outputs_path(lab_root: Path, explicit: Path | None = None) -> Path:
     return explicit or lab_root / OUTPUTS_FILE
 
 
-def save_outputs(path: Path, outputs: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(outputs, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def load_outputs(path: Path) -> dict[str, Any]:
+def stack_outputs(outputs: Outputs, source: str = "stack outputs") -> StackOutputs:
+    """`outputs` as the typed contract (infra.model.outputs), checked; InputError if it is not one."""
+    if isinstance(outputs, StackOutputs):
+        return outputs
     try:
-        outputs = json.loads(path.read_text())
+        return parse_outputs(outputs, source)
+    except OutputsError as exc:
+        raise errors.InputError(str(exc)) from None
+
+
+def save_outputs(path: Path, outputs: Outputs) -> None:
+    """Check `outputs` against clefs.stack-outputs/v1 and write them with their `schema`."""
+    document = stack_outputs(outputs).to_document()
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def load_stack(path: Path) -> StackOutputs:
+    """Read and check <lab>/stack-outputs.json (docs/stack-outputs.md); one InputError line if not."""
+    try:
+        return read_outputs(path)
     except FileNotFoundError:
         raise errors.InputError(
             f"no stack outputs at {path}: run `hsm-lab stack apply-localstack` (or `hsm-lab stack up`) first"
         ) from None
-    except json.JSONDecodeError:
-        raise errors.InputError(f"{path} is not JSON; apply the stack again") from None
-    if not isinstance(outputs, dict) or not isinstance(outputs.get("classes"), dict):
-        raise errors.InputError(f"{path} has no 'classes' output; apply the stack again")
-    return outputs
+    except IsADirectoryError:
+        raise errors.InputError(f"{path} is a directory, not the stack outputs; pass the file") from None
+    except OSError as exc:
+        raise errors.InputError(f"cannot read the stack outputs {path}: {exc.strerror or exc}") from None
+    except OutputsError as exc:
+        raise errors.InputError(str(exc)) from None
 
 
-def class_key_arns(outputs: dict[str, Any], data_class: str) -> list[str]:
+def load_outputs(path: Path) -> dict[str, Any]:
+    """The checked document as a plain dict: the adapter for callers not yet on :func:`load_stack`."""
+    return load_stack(path).to_document()
+
+
+def class_key_arns(outputs: Outputs, data_class: str) -> list[str]:
     """The class key ARNs, primary region first."""
     try:
-        regions = outputs["classes"][data_class]["regions"]
-    except KeyError:
-        known = ", ".join(sorted(outputs["classes"]))
-        raise errors.InputError(f"no data class {data_class!r} in the stack (classes: {known})") from None
-    primary = outputs.get("primary_region")
-    return [regions[r]["key_arn"] for r in sorted(regions, key=lambda r: r != primary)]
+        return stack_outputs(outputs).key_arns(data_class)
+    except OutputsError as exc:
+        raise errors.InputError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -193,40 +215,23 @@ class StackGone(errors.ClefsError):
     """The stack outputs name keys and buckets that no longer exist (LocalStack was restarted)."""
 
 
-def require_stack(outputs: dict[str, Any], client_for: ClientFactory, *, localstack: bool) -> None:
+def require_stack(outputs: Outputs, client_for: ClientFactory, *, localstack: bool) -> None:
     """Check that every class key and bucket of the outputs still exists; one line if not.
 
     LocalStack keeps no state across a restart (docs/localstack.md): without this, every command
     would fail on its own with NoSuchBucket or NotFoundException and no hint of why.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    classes = outputs.get("classes") or {}
+    stack = stack_outputs(outputs)
     gone, total = [], 0
-    for data_class, spec in sorted(classes.items()):
-        for region, where in sorted((spec.get("regions") or {}).items()):
-            for kind, call in (
-                ("key", lambda r=region, w=where: client_for("kms", r).describe_key(KeyId=w["key_arn"])),
-                ("bucket", lambda r=region, w=where: client_for("s3", r).head_bucket(Bucket=w["bucket"])),
-            ):
+    for data_class, spec in sorted(stack.classes.items()):
+        for region, where in sorted(spec.regions.items()):
+            for kind in ("key", "bucket"):
                 total += 1
-                try:
-                    call()
-                except ClientError as exc:
-                    code = str(exc.response.get("Error", {}).get("Code", ""))
-                    if code in ("NotFoundException", "NoSuchBucket", "404", "NotFound"):
-                        gone.append(f"{data_class} {region} {kind}")
-                    else:
-                        raise errors.ClefsError(
-                            f"cannot read the stack's {kind} in {region}: {code}"
-                        ) from None
-                except BotoCoreError as exc:
-                    raise errors.ClefsError(
-                        f"cannot reach the stack: {' '.join(str(exc).split())[:160]}"
-                    ) from None
+                if _gone(client_for, kind, region, where):
+                    gone.append(f"{data_class} {region} {kind}")
     if not gone:
         return
-    names = ", ".join(sorted(classes))
+    names = ", ".join(sorted(stack.classes))
     if localstack:
         raise StackGone(
             f"{len(gone)} of {total} keys and buckets of the stack are gone from LocalStack "
@@ -238,3 +243,22 @@ def require_stack(outputs: dict[str, Any], client_for: ClientFactory, *, localst
         f"{len(gone)} of {total} keys and buckets of the stack no longer exist (e.g. {gone[0]}): "
         "deploy the stack again (`hsm-lab stack up`) and import the class keys"
     )
+
+
+def _gone(client_for: ClientFactory, kind: str, region: str, where: RegionOutputs) -> bool:
+    """Whether the class key (DescribeKey) or bucket (HeadBucket) is missing; other errors raise."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if kind == "key":
+            client_for("kms", region).describe_key(KeyId=where.key_arn)
+        else:
+            client_for("s3", region).head_bucket(Bucket=where.bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NotFoundException", "NoSuchBucket", "404", "NotFound"):
+            return True
+        raise errors.ClefsError(f"cannot read the stack's {kind} in {region}: {code}") from None
+    except BotoCoreError as exc:
+        raise errors.ClefsError(f"cannot reach the stack: {' '.join(str(exc).split())[:160]}") from None
+    return False

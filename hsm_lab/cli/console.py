@@ -81,7 +81,6 @@ def unexpected(exc: BaseException) -> int:
     return 1
 
 
-
 def new_app(help_text: str, *, no_args_is_help: bool = True, completion: bool = False) -> typer.Typer:
     """A Typer app as every one of the CLI is: help text is plain text (a bracketed
     "[env CLEFS_LAB; default ./lab]" must show, not be read as Rich markup), `-h` works like

@@ -14,7 +14,7 @@ from hsm_lab.aws.deployment import localstack_clients
 from hsm_lab.ceremony.custodians import load_identities
 from hsm_lab.cli import console
 from hsm_lab.datapath.envelope import FORMAT, check_record_id
-from hsm_lab.datapath.store import OUTPUTS_NAME, DataPath, parse_classes
+from hsm_lab.datapath.store import OUTPUTS_NAME, DataPath
 from hsm_lab.errors import ClefsError, InputError
 from hsm_lab.fs import atomic_write_bytes
 
@@ -43,27 +43,25 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
     from hsm_lab.aws import localstack as ls
 
     lab_dir = lab.resolve() if lab else ls.default_lab()
-    document = deployment.load_outputs(outputs or lab_dir / OUTPUTS_NAME)
-    path = str(outputs or lab_dir / OUTPUTS_NAME)
-    classes = parse_classes(document["classes"], path)
-    primary = document.get("primary_region") if isinstance(document.get("primary_region"), str) else None
+    stack = deployment.load_stack(outputs or lab_dir / OUTPUTS_NAME)
+    classes = stack.to_document()["classes"]  # hsm_lab.datapath reads the document's `classes`
+    primary = stack.primary_region
     if aws:  # the app role writes and reads; the auditor describes (CLEFS_APP_PROFILE, CLEFS_AUDITOR_PROFILE)
         from hsm_lab.aws.access import real_aws
 
         access = real_aws()
         auditor = access.clients("auditor")
-        deployment.require_stack(document, auditor, localstack=False)
+        deployment.require_stack(stack, auditor, localstack=False)
         path_ = DataPath(access.clients("app"), classes, primary_region=primary, reader=auditor)
         return path_, access.describe()
     instance = ls.connect(lab_dir=lab_dir)
-    account = str(document.get("account_id") or "")  # the stack's LocalStack account
     factory, pin = localstack_clients(
         instance.endpoint,
         lab_dir,
         ca=instance.ca,
-        account_id=account if len(account) == 12 and account.isdigit() else None,
+        account_id=stack.account_id,  # the stack's account
     )
-    deployment.require_stack(document, factory, localstack=True)
+    deployment.require_stack(stack, factory, localstack=True)
     return DataPath(factory, classes, primary_region=primary), pin.describe()
 
 

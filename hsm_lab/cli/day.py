@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from hsm_lab import errors
-from hsm_lab.custodians import load_custodians, passphrase_env, passphrase_from_env
+from hsm_lab.custodians import Custodian, load_custodians, passphrase_env, passphrase_from_env
 from hsm_lab.lab import PRIMARY_TOKEN, Lab, actor, read_pin, user_pin
 from hsm_lab.record import expected_signer
 
@@ -90,14 +90,7 @@ def ceremony_open(
     if not 10 <= timeout <= 4 * 3600:
         raise errors.InputError("--timeout is in seconds, from 10 to 14400")
     where = _lab(lab)
-    people, phrases = [], {}
-    if custodians is not None:
-        people = load_custodians(custodians)
-        for c in people:
-            if c.recipient is None:
-                phrases[c.name] = passphrase_from_env(c.name) or read_pin(
-                    f"new passphrase for custodian {c.name}", passphrase_env(c.name), confirm=True
-                )
+    people, phrases = _new_custodians(custodians)
     plan = StepPlan(
         step=step,
         token=token,
@@ -117,6 +110,20 @@ def ceremony_open(
     outcome = session.serve()
     if outcome.status != "done":
         raise errors.ClefsError(f"no {step} was performed: {outcome.detail}")
+
+
+def _new_custodians(custodians: Path | None) -> tuple[list[Custodian], dict[str, str]]:
+    """rekey: the new custodians, and a passphrase for each one without an age recipient."""
+    people: list[Custodian] = []
+    phrases: dict[str, str] = {}
+    if custodians is not None:
+        people = load_custodians(custodians)
+        for c in people:
+            if c.recipient is None:
+                phrases[c.name] = passphrase_from_env(c.name) or read_pin(
+                    f"new passphrase for custodian {c.name}", passphrase_env(c.name), confirm=True
+                )
+    return people, phrases
 
 
 @ceremony_app.command("cancel")

@@ -12,7 +12,8 @@ from hsm_lab.rehearsal import Rehearsal
 from hsm_lab.rehearsal.full import PyramidReport
 
 
-def print_rehearsal(console: Console, report: Rehearsal) -> None:
+def _custodians_table(report: Rehearsal) -> Table:
+    """Who held a share of each set, and who made up each quorum."""
     ceremonies = Table(title="Ceremony: the master key (L0) behind a quorum")
     for column in (
         "custodian",
@@ -28,8 +29,11 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
             first += " · rekey"
         second = "share" if name != "gaelle" else "left (retired share refused)"
         ceremonies.add_row(name, first, second)
-    console.print(ceremonies)
+    return ceremonies
 
+
+def _kcv_table(report: Rehearsal) -> Table:
+    """The key check values: the manifests' and the HSMs' (the same key everywhere)."""
     keys = Table(title="Key check values (AES-ECB(K, 0¹²⁸), first 3 bytes, computed in the HSM)")
     keys.add_column("where")
     keys.add_column("KCV")
@@ -43,7 +47,12 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
         f"manifest {report.second_ceremony} ({report.new_threshold}-of-{report.new_share_count}) after rekey",
         report.kcv_after_rekey,
     )
-    console.print(keys)
+    return keys
+
+
+def print_rehearsal(console: Console, report: Rehearsal) -> None:
+    console.print(_custodians_table(report))
+    console.print(_kcv_table(report))
 
     if report.recovery_key:
         attrs = report.recovery_key.attributes
@@ -141,14 +150,8 @@ def print_compliance(console: Console, report: Report, target: str) -> None:
         console.print("[bold green]no gap[/]: every class protected as its level requires, in every region")
 
 
-def print_pyramid(console: Console, report: PyramidReport) -> None:
-    """The full rehearsal's account: ceremony, stack, BYOK, data path, compliance, drill."""
-    print_rehearsal(console, report.ceremony)
-    started = "started and stopped by the rehearsal" if report.localstack_started else "already running"
-    console.print(
-        f"\nLocalStack {report.endpoint} ({started}); Pulumi program applied through the mocks harness: "
-        f"{report.resources} resources"
-    )
+def _imports_table(report: PyramidReport) -> Table:
+    """L1: each class key imported (and proved) per region, with its wrapping and expiry."""
     imports = Table(title="L1 class keys: derived in the recovery HSM from L0, imported into KMS (BYOK)")
     for column in ("data class", "KCV", "region", "role", "wrapping", "material expires"):
         imports.add_column(column)
@@ -164,9 +167,11 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
             wrapping.get(record.wrapping_algorithm, record.wrapping_algorithm),
             (record.expires or "never")[:10],
         )
-    console.print(imports)
-    for data_class, proof in report.proofs.items():
-        console.print(f"  proved {data_class}: {proof}")
+    return imports
+
+
+def _records_table(report: PyramidReport) -> tuple[Table, int]:
+    """L2/L3: each sample record written and read back, and the KMS calls it all took."""
     records = Table(title="Data path: envelope clefs.envelope/v2, cached KMS data keys, SSE-KMS, HTTPS")
     for column in ("data class", "record", "bytes", "written to", "read back", "platform role alone"):
         records.add_column(column)
@@ -183,6 +188,21 @@ def print_pyramid(console: Console, report: PyramidReport) -> None:
             "yes" if entry["read_back"] else "NO",
             "refused" if entry["end_to_end"] else "reads",
         )
+    return records, kms_calls
+
+
+def print_pyramid(console: Console, report: PyramidReport) -> None:
+    """The full rehearsal's account: ceremony, stack, BYOK, data path, compliance, drill."""
+    print_rehearsal(console, report.ceremony)
+    started = "started and stopped by the rehearsal" if report.localstack_started else "already running"
+    console.print(
+        f"\nLocalStack {report.endpoint} ({started}); Pulumi program applied through the mocks harness: "
+        f"{report.resources} resources"
+    )
+    console.print(_imports_table(report))
+    for data_class, proof in report.proofs.items():
+        console.print(f"  proved {data_class}: {proof}")
+    records, kms_calls = _records_table(report)
     console.print(records)
     console.print(
         f"KMS calls for all of it: {kms_calls} (data keys cached). Health documents are sealed with age to a "

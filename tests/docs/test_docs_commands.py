@@ -1,6 +1,6 @@
 """Every `hsm-lab ...` command shown in README.md and docs/*.md exists with the options it shows.
 
-The README's step-by-step blocks are run for real by tests/test_walkthrough.py; here every other
+The README's step-by-step blocks are run for real by tests/docs/test_walkthrough.py; here every other
 command line in a ```sh block is parsed by the CLI itself (click rejects an unknown command or
 option before `--help` is honoured), so documentation cannot drift from the CLI.
 """
@@ -16,7 +16,7 @@ import typer
 
 from hsm_lab.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 

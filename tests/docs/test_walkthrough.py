@@ -18,7 +18,7 @@ from pathlib import Path
 from hsm_lab.aws import localstack as ls
 from tests.support import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 
