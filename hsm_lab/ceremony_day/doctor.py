@@ -140,17 +140,17 @@ def check_endpoint(endpoint: str | None) -> Check:
 
 
 def check_outputs(lab: Lab) -> Check:
-    from hsm_lab.aws.deployment import load_outputs, outputs_path
+    from hsm_lab.aws.deployment import load_stack, outputs_path
 
     path = outputs_path(lab.root)
     if not path.is_file():
         return Check("stack", "fail", f"no {path.name} in the lab", "hsm-lab stack apply-localstack")
     try:
-        outputs = load_outputs(path)
+        stack = load_stack(path)
     except errors.ClefsError as exc:
         return Check("stack", "fail", str(exc), "hsm-lab stack apply-localstack")
-    classes = sorted(outputs.get("classes", {}))
-    return Check("stack", "ok", f"{path.name}: classes {', '.join(classes) or 'none'}")
+    schema = "" if stack.declared else "; no schema: read as clefs.stack-outputs/v1"
+    return Check("stack", "ok", f"{path.name}: classes {', '.join(sorted(stack.classes)) or 'none'}{schema}")
 
 
 def run_checks(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hsm_lab import errors
 from hsm_lab.custodians import Custodian, load_custodians
@@ -327,12 +326,3 @@ def load_script(
     return build_script(
         step, lab, load_custodians(custodians_file), module=module, token=token, threshold=threshold
     )
-
-
-def __getattr__(name: str) -> Any:
-    """The renderers moved to script_render.py; `script.write_script` etc. still resolve."""
-    if name in ("to_markdown", "to_html", "write_script", "normalised"):
-        from hsm_lab.ceremony_day import script_render
-
-        return getattr(script_render, name)
-    raise AttributeError(name)

@@ -195,7 +195,8 @@ def script_command(
     lab: LabOpt = None,
 ) -> None:
     """Write the printed ceremony script (Markdown and print-ready HTML) for one step."""
-    from hsm_lab.ceremony_day.script import load_script, write_script
+    from hsm_lab.ceremony_day.script import load_script
+    from hsm_lab.ceremony_day.script_render import write_script
 
     where = Lab.at(lab)  # a lab with a record fills in the witnessed values; none: blanks
     written = write_script(load_script(step, where, custodians, token=token, threshold=threshold), out)

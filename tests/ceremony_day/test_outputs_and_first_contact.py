@@ -229,3 +229,41 @@ def test_doctor_on_a_real_lab_checks_the_token_and_the_pin(day_dealt: Dealt, tmp
     started = time.perf_counter()
     doctor.check_endpoint("https://127.0.0.1:9")
     assert time.perf_counter() - started < 5
+
+
+def _outputs(**change: object) -> dict[str, object]:
+    arn = "arn:aws:kms:{region}:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+    regions = {
+        r: {"key_arn": arn.format(region=r), "bucket": f"b-{r}"} for r in ("eu-west-3", "eu-central-1")
+    }
+    document: dict[str, object] = {
+        "schema": "clefs.stack-outputs/v1",
+        "primary_region": "eu-west-3",
+        "classes": {"appointments": {"end_to_end": False, "regions": regions}},
+    }
+    document.update(change)
+    return {k: v for k, v in document.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("document", "status", "words"),
+    [
+        (_outputs(), "ok", "classes appointments"),
+        (_outputs(schema=None), "ok", "no schema: read as clefs.stack-outputs/v1"),
+        (_outputs(schema="clefs.stack-outputs/v9"), "fail", "clefs.stack-outputs/v9"),
+        (_outputs(primary_region="us-east-1"), "fail", "primary"),
+        ("not json", "fail", "JSON"),
+    ],
+    ids=["good", "no-schema", "other-schema", "primary-not-in-class", "not-json"],
+)
+def test_doctor_reads_the_stack_outputs_through_the_one_contract(
+    tmp_path: Path, document: object, status: str, words: str
+) -> None:
+    """doctor trusts the outputs file only as far as the typed parser does (docs/stack-outputs.md)."""
+    lab = Lab(tmp_path)
+    path = lab.root / "stack-outputs.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    check = doctor.check_outputs(lab)
+    assert check.status == status, check.line()
+    assert words in check.line()
+    assert len(check.line().splitlines()) == 1
