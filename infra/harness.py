@@ -216,18 +216,19 @@ class LocalStackMocks(RecordingMocks):
                 self._warmed.add((service, region))
         return client
 
-    def call(self, args: Any) -> dict[str, Any]:
+    def call(self, args: Any) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token != CALLER_IDENTITY_INVOKE:
             raise UnmockedInvokeError(f"the LocalStack harness does not support invoke {args.token}")
         answer = self.client_for("sts", "us-east-1").get_caller_identity()
         with self._lock:
             self.calls.append((args.token, args.provider or ""))
-        return {
+        identity = {
             "accountId": answer["Account"],
             "arn": answer["Arn"],
             "userId": answer["UserId"],
             "id": answer["Account"],
         }
+        return identity, []
 
     def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
         if args.custom and args.typ == PROVIDER_TYPE:
@@ -387,8 +388,13 @@ class LocalStackMocks(RecordingMocks):
     def _create(self, typ: str, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         for service in self._SERVICES:
             self.warm(service, region)
-        kms = lambda: self.client_for("kms", region)  # noqa: E731
-        s3 = lambda: self.client_for("s3", region)  # noqa: E731
+
+        def kms() -> Any:
+            return self.client_for("kms", region)
+
+        def s3() -> Any:
+            return self.client_for("s3", region)
+
         bucket = str(inputs.get("bucket", ""))
         if typ == "aws:kms/externalKey:ExternalKey":
             if inputs.get("keyMaterialBase64"):

@@ -143,17 +143,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         with self._lock:
             return self._provider_regions.get(provider_ref.rsplit("::", 1)[-1])
 
-    def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        """The invoke's answer and its check failures (none)."""
         with self._lock:
             self.calls.append((args.token, args.provider or ""))
         if args.token == CALLER_IDENTITY_INVOKE:
             acct = self.account_id
-            return {
+            answer = {
                 "accountId": acct,
                 "arn": f"arn:aws:sts::{acct}:assumed-role/clefs-deployer/mock",
                 "userId": "AROAMOCKDEPLOYER0000:mock",
                 "id": acct,
             }
+            return answer, []
         raise UnmockedInvokeError(f"unmocked invoke {args.token}: add it to RecordingMocks.call")
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -268,12 +270,12 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         if request.type == STACK_TYPE:
-            return super().RegisterResource(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi's MockMonitor is untyped
         local = self.recording_mocks.local
         local.urn = self.make_urn(request.parent, request.type, request.name)
         local.result = (None, {})
         try:
-            response = super().RegisterResource(request)
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # untyped upstream
             region, inputs = local.result
         finally:
             local.urn = None
@@ -300,7 +302,7 @@ class RecordingMonitor(MockMonitor):
         outputs = rpc.deserialize_properties(request.outputs)
         with self._lock:
             self.component_outputs[request.urn] = dict(outputs)
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 def config_strings(config: Mapping[str, Any]) -> dict[str, str]:
@@ -340,7 +342,7 @@ def run_program(
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     holder: dict[str, Any] = {}
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # pulumi.runtime.test is untyped
     def _run() -> pulumi.Output[Any]:
         outputs = program()
         return pulumi.Output.from_input(dict(outputs)).apply(lambda o: holder.update(o))
