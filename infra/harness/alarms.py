@@ -4,17 +4,12 @@ policies, EventBridge rules and targets. Each put is idempotent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from infra.harness.common import HarnessError, Kind, aws_tags, policy_text
-
-if TYPE_CHECKING:
-    from infra.harness.localstack_mocks import LocalStackMocks
+from infra.harness.common import Harness, HarnessError, Kind, aws_tags, policy_text
 
 
-def create_topic(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def create_topic(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     topic = str(inputs.get("name") or f"{name}-{m.suffix}")[:256]
     arn = m.client_for("sns", region).create_topic(Name=topic, Tags=aws_tags(inputs.get("tags"), kms=False))[
         "TopicArn"
@@ -23,19 +18,19 @@ def create_topic(
     return arn, {"name": topic, "arn": arn}
 
 
-def topic_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def topic_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     m.client_for("sns", region).get_topic_attributes(TopicArn=rid)
     return True
 
 
 def reconcile_topic(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     return {"arn": rid}
 
 
 def put_topic_policy(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
+    m: Harness, name: str, region: str, inputs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     arn = str(inputs["arn"])
     m.client_for("sns", region).set_topic_attributes(
@@ -44,12 +39,12 @@ def put_topic_policy(
     return arn, {}
 
 
-def topic_policy_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def topic_policy_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     m.client_for("sns", region).get_topic_attributes(TopicArn=rid)
     return not m.is_fresh(rid)
 
 
-def _put_rule(m: LocalStackMocks, rule: str, region: str, inputs: dict[str, Any]) -> str:
+def _put_rule(m: Harness, rule: str, region: str, inputs: dict[str, Any]) -> str:
     arn: str = m.client_for("events", region).put_rule(
         Name=rule,
         EventPattern=str(inputs["eventPattern"]),
@@ -59,30 +54,26 @@ def _put_rule(m: LocalStackMocks, rule: str, region: str, inputs: dict[str, Any]
     return arn
 
 
-def create_rule(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def create_rule(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rule = str(inputs.get("name") or f"{name}-{m.suffix}")[:64]
     arn = _put_rule(m, rule, region, inputs)
     m.mark_fresh(rule)
     return rule, {"name": rule, "arn": arn}
 
 
-def rule_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def rule_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     m.client_for("events", region).describe_rule(Name=rid)
     return True
 
 
 def reconcile_rule(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     """An existing rule: re-put, not a new one (and not marked fresh)."""
     return {"name": rid, "arn": _put_rule(m, rid, region, inputs)}
 
 
-def put_target(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_target(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rule, target = str(inputs["rule"]), str(inputs.get("targetId") or name)
     answer = m.client_for("events", region).put_targets(
         Rule=rule, Targets=[{"Id": target, "Arn": str(inputs["arn"])}]
@@ -92,20 +83,20 @@ def put_target(
     return f"{rule}-{target}", {"rule": rule, "targetId": target}
 
 
-def target_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def target_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     rule = str((record.get("outputs") or {}).get("rule") or rid.rsplit("-", 1)[0])
     targets = m.client_for("events", region).list_targets_by_rule(Rule=rule)["Targets"]
     return not m.is_fresh(rule) and bool(targets)
 
 
 def reconcile_topic_policy(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     return put_topic_policy(m, rid, region, inputs)[1]
 
 
 def reconcile_target(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     return put_target(m, rid, region, inputs)[1]
 

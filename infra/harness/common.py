@@ -6,14 +6,11 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from infra.mocks import reveal
-
-if TYPE_CHECKING:
-    from infra.harness.localstack_mocks import LocalStackMocks
 
 ClientFor = Callable[[str, str], Any]
 
@@ -94,9 +91,21 @@ def already_exists(what: str, name: str, region: str) -> HarnessError:
     )
 
 
-Create = Callable[["LocalStackMocks", str, str, dict[str, Any]], tuple[str, dict[str, Any]]]
-Exists = Callable[["LocalStackMocks", str, Mapping[str, Any], str], bool]
-Reconcile = Callable[["LocalStackMocks", str, str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+class Harness(Protocol):
+    """What a Kind may use of the harness (infra/harness/localstack_mocks.py: LocalStackMocks)."""
+
+    account_id: str
+    suffix: str  # appended to names the program leaves to the provider
+    client_for: ClientFor
+
+    def mark_fresh(self, name: str) -> None: ...
+
+    def is_fresh(self, name: str) -> bool: ...
+
+
+Create = Callable[[Harness, str, str, dict[str, Any]], tuple[str, dict[str, Any]]]
+Exists = Callable[[Harness, str, Mapping[str, Any], str], bool]
+Reconcile = Callable[[Harness, str, str, dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)

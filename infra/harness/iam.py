@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.harness.common import Kind, already_exists, aws_tags, error_code, policy_text
-
-if TYPE_CHECKING:
-    from infra.harness.localstack_mocks import LocalStackMocks
+from infra.harness.common import Harness, Kind, already_exists, aws_tags, error_code, policy_text
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 
-def create_role(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def create_role(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     role_name = str(inputs.get("name") or f"{name}-{m.suffix}")[:64]
     try:
         role = m.client_for("iam", region).create_role(
@@ -35,13 +30,13 @@ def create_role(
     return role_name, {"name": role_name, "arn": role["Arn"], "uniqueId": role["RoleId"]}
 
 
-def role_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def role_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     m.client_for("iam", region).get_role(RoleName=rid)
     return True
 
 
 def reconcile_role(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     iam = m.client_for("iam", region)
     iam.update_assume_role_policy(RoleName=rid, PolicyDocument=policy_text(inputs["assumeRolePolicy"]))
@@ -51,7 +46,7 @@ def reconcile_role(
 
 
 def create_role_policy(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
+    m: Harness, name: str, region: str, inputs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     policy_name = str(inputs.get("name") or f"{name}-{m.suffix}")
     role_name = str(inputs["role"]).rsplit("/", 1)[-1]
@@ -61,7 +56,7 @@ def create_role_policy(
     return f"{role_name}:{policy_name}", {"name": policy_name}
 
 
-def role_policy_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def role_policy_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     role, policy = rid.split(":", 1)
     if m.is_fresh(role):
         return False  # its role was just recreated: so is it
@@ -70,7 +65,7 @@ def role_policy_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], 
 
 
 def reconcile_role_policy(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     role, policy = rid.split(":", 1)
     m.client_for("iam", region).put_role_policy(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.harness.common import HarnessError, Kind, already_exists, aws_tags, error_code, policy_text
-
-if TYPE_CHECKING:
-    from infra.harness.localstack_mocks import LocalStackMocks
+from infra.harness.common import (
+    Harness,
+    HarnessError,
+    Kind,
+    already_exists,
+    aws_tags,
+    error_code,
+    policy_text,
+)
 
 EXTERNAL_KEY = "aws:kms/externalKey:ExternalKey"
 REPLICA_EXTERNAL_KEY = "aws:kms/replicaExternalKey:ReplicaExternalKey"
@@ -33,7 +38,7 @@ def _key_outputs(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def create_external_key(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
+    m: Harness, name: str, region: str, inputs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     if inputs.get("keyMaterialBase64"):
         raise HarnessError(f"{name}: key material in a Pulumi input; refusing")
@@ -49,7 +54,7 @@ def create_external_key(
 
 
 def create_replica_key(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
+    m: Harness, name: str, region: str, inputs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     primary_arn = str(inputs["primaryKeyArn"])
     primary_region = primary_arn.split(":")[3]
@@ -66,14 +71,14 @@ def create_replica_key(
     return _key_outputs(meta)
 
 
-def key_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def key_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     arn = str((record.get("outputs") or {}).get("arn") or rid)
     meta = m.client_for("kms", region).describe_key(KeyId=arn)["KeyMetadata"]
     return meta.get("KeyState") not in ("PendingDeletion", "PendingReplicaDeletion")
 
 
 def reconcile_key(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     arn = str(recorded.get("arn") or rid)
     kms = m.client_for("kms", region)
@@ -82,9 +87,7 @@ def reconcile_key(
     return {"keyState": kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]}
 
 
-def create_alias(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def create_alias(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     alias = str(inputs["name"])
     try:
         m.client_for("kms", region).create_alias(AliasName=alias, TargetKeyId=str(inputs["targetKeyId"]))
@@ -98,13 +101,13 @@ def create_alias(
     }
 
 
-def alias_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def alias_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     pages = m.client_for("kms", region).get_paginator("list_aliases").paginate()
     return any(a["AliasName"] == rid for page in pages for a in page.get("Aliases", []))
 
 
 def reconcile_alias(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     m.client_for("kms", region).update_alias(AliasName=rid, TargetKeyId=str(inputs["targetKeyId"]))
     return {"targetKeyArn": inputs["targetKeyId"]}

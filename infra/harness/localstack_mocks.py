@@ -16,11 +16,14 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError, ParamValidationError
 
-from infra.harness import alarms, iam, kms, s3
+from infra.harness.alarms import KINDS as ALARM_KINDS
 from infra.harness.common import GONE, ClientFor, HarnessError, Kind, error_code, is_loopback_url
+from infra.harness.iam import KINDS as IAM_KINDS
+from infra.harness.kms import KINDS as KMS_KINDS
+from infra.harness.s3 import KINDS as S3_KINDS
 from infra.mocks import CALLER_IDENTITY_INVOKE, PROVIDER_TYPE, RecordingMocks, UnmockedInvokeError
 
-KINDS: dict[str, Kind] = {**kms.KINDS, **iam.KINDS, **s3.KINDS, **alarms.KINDS}
+KINDS: dict[str, Kind] = {**KMS_KINDS, **IAM_KINDS, **S3_KINDS, **ALARM_KINDS}
 
 
 class LocalStackMocks(RecordingMocks):

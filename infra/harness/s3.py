@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra.harness.common import Create, Kind, already_exists, aws_tags, error_code, policy_text, to_s3_shape
-
-if TYPE_CHECKING:
-    from infra.harness.localstack_mocks import LocalStackMocks
+from infra.harness.common import (
+    Create,
+    Harness,
+    Kind,
+    already_exists,
+    aws_tags,
+    error_code,
+    policy_text,
+    to_s3_shape,
+)
 
 BUCKET = "aws:s3/bucket:Bucket"
 
 
-def create_bucket(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def create_bucket(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket") or f"{name}-{m.suffix}").lower()[:63]
     request: dict[str, Any] = {"Bucket": bucket}
     if region != "us-east-1":
@@ -42,13 +46,13 @@ def create_bucket(
     }
 
 
-def bucket_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def bucket_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     m.client_for("s3", region).head_bucket(Bucket=rid)
     return True
 
 
 def reconcile_bucket(
-    m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+    m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
 ) -> dict[str, Any]:
     if inputs.get("tags"):
         m.client_for("s3", region).put_bucket_tagging(
@@ -58,9 +62,7 @@ def reconcile_bucket(
 
 
 # -- per-bucket configurations: each create is an idempotent put on the bucket ----------------
-def put_encryption(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_encryption(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     m.client_for("s3", region).put_bucket_encryption(
         Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": to_s3_shape(inputs["rules"])}
@@ -68,9 +70,7 @@ def put_encryption(
     return bucket, {}
 
 
-def put_versioning(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_versioning(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     m.client_for("s3", region).put_bucket_versioning(
         Bucket=bucket, VersioningConfiguration=to_s3_shape(inputs["versioningConfiguration"])
@@ -79,7 +79,7 @@ def put_versioning(
 
 
 def put_public_access_block(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
+    m: Harness, name: str, region: str, inputs: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     keys = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -90,9 +90,7 @@ def put_public_access_block(
     return bucket, {}
 
 
-def put_ownership(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_ownership(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     m.client_for("s3", region).put_bucket_ownership_controls(
         Bucket=bucket,
@@ -101,17 +99,13 @@ def put_ownership(
     return bucket, {}
 
 
-def put_policy(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_policy(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     m.client_for("s3", region).put_bucket_policy(Bucket=bucket, Policy=policy_text(inputs["policy"]))
     return bucket, {}
 
 
-def put_replication(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_replication(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     m.client_for("s3", region).put_bucket_replication(
         Bucket=bucket,
@@ -120,9 +114,7 @@ def put_replication(
     return bucket, {}
 
 
-def put_object_lock(
-    m: LocalStackMocks, name: str, region: str, inputs: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def put_object_lock(m: Harness, name: str, region: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     bucket = str(inputs.get("bucket", ""))
     config: dict[str, Any] = {"ObjectLockEnabled": str(inputs.get("objectLockEnabled", "Enabled"))}
     if inputs.get("rule"):
@@ -131,7 +123,7 @@ def put_object_lock(
     return bucket, {}
 
 
-def config_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], region: str) -> bool:
+def config_exists(m: Harness, rid: str, record: Mapping[str, Any], region: str) -> bool:
     if m.is_fresh(rid):
         return False  # a per-bucket resource of a bucket this run recreated
     return bucket_exists(m, rid, record, region)
@@ -139,7 +131,7 @@ def config_exists(m: LocalStackMocks, rid: str, record: Mapping[str, Any], regio
 
 def _reconcile_by_put(put: Create) -> Kind:
     def reconcile(
-        m: LocalStackMocks, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
+        m: Harness, rid: str, region: str, inputs: dict[str, Any], recorded: dict[str, Any]
     ) -> dict[str, Any]:
         return put(m, rid, region, inputs)[1]
 
