@@ -8,7 +8,6 @@ on them are never silently dropped; unmocked invokes raise.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -20,24 +19,13 @@ from pulumi.runtime import rpc
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 
+from infra.mock_answers import answer, urn_hex
+
 MOCK_ACCOUNT_ID = "000000000000"
 CALLER_IDENTITY_INVOKE = "aws:index/getCallerIdentity:getCallerIdentity"
 PROVIDER_TYPE = "pulumi:providers:aws"
 STACK_TYPE = "pulumi:pulumi:Stack"
 _REGIONAL_PREFIXES = ("aws:kms/", "aws:s3/", "aws:sns/", "aws:cloudwatch/")
-# Per-bucket sub-resources whose Terraform id is the bucket name.
-_BUCKET_ID_TYPES = frozenset(
-    {
-        "aws:s3/bucketVersioning:BucketVersioning",
-        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
-        "aws:s3/bucketPolicy:BucketPolicy",
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
-        "aws:s3/bucketReplicationConfig:BucketReplicationConfig",
-        "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration",
-    }
-)
-
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # noqa: S105 - not a password: Pulumi's marker of a secret value on the wire
 
@@ -122,10 +110,6 @@ class Recording:
         return chain
 
 
-def _hex(seed: str, n: int) -> str:
-    return hashlib.sha256(seed.encode()).hexdigest()[:n]
-
-
 class RecordingMocks(pulumi.runtime.Mocks):
     """Mocks that answer like AWS would (ids, ARNs, regions), deterministically per URN."""
 
@@ -143,17 +127,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         with self._lock:
             return self._provider_regions.get(provider_ref.rsplit("::", 1)[-1])
 
-    def call(self, args: MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        """The invoke's answer and its check failures (none)."""
         with self._lock:
             self.calls.append((args.token, args.provider or ""))
         if args.token == CALLER_IDENTITY_INVOKE:
             acct = self.account_id
-            return {
+            answer = {
                 "accountId": acct,
                 "arn": f"arn:aws:sts::{acct}:assumed-role/clefs-deployer/mock",
                 "userId": "AROAMOCKDEPLOYER0000:mock",
                 "id": acct,
             }
+            return answer, []
         raise UnmockedInvokeError(f"unmocked invoke {args.token}: add it to RecordingMocks.call")
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -163,8 +149,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.local.result = (None, inputs)
             return "", {}
         if args.typ == PROVIDER_TYPE:
-            pid = f"{_hex(urn, 8)}-{_hex(urn + 'a', 4)}-{_hex(urn + 'b', 4)}-{_hex(urn + 'c', 4)}"
-            pid += f"-{_hex(urn + 'd', 12)}"
+            pid = f"{urn_hex(urn, 8)}-{urn_hex(urn + 'a', 4)}-{urn_hex(urn + 'b', 4)}-{urn_hex(urn + 'c', 4)}"
+            pid += f"-{urn_hex(urn + 'd', 12)}"
             with self._lock:
                 self._provider_regions[pid] = str(inputs.get("region", ""))
             self.local.result = (inputs.get("region"), inputs)
@@ -179,81 +165,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def _answer(
         self, typ: str, name: str, urn: str, region: str | None, inputs: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
-        acct, h = self.account_id, _hex(urn, 32)
-        state = dict(inputs)
-        if typ == "aws:kms/externalKey:ExternalKey":
-            key_id = (
-                f"mrk-{h}"
-                if inputs.get("multiRegion")
-                else f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-            )
-            state.update(
-                arn=f"arn:aws:kms:{region}:{acct}:key/{key_id}",
-                keyState="Enabled" if inputs.get("keyMaterialBase64") else "PendingImport",
-                expirationModel="",
-                keyUsage=inputs.get("keyUsage", "ENCRYPT_DECRYPT"),
-                keySpec=inputs.get("keySpec", "SYMMETRIC_DEFAULT"),
-                tagsAll=inputs.get("tags", {}),
-            )
-            return key_id, state
-        if typ == "aws:kms/replicaExternalKey:ReplicaExternalKey":
-            key_id = str(inputs.get("primaryKeyArn", "")).rsplit("/", 1)[-1]
-            state.update(
-                arn=f"arn:aws:kms:{region}:{acct}:key/{key_id}",
-                keyId=key_id,
-                keyState="Enabled" if inputs.get("keyMaterialBase64") else "PendingImport",
-                keyUsage="ENCRYPT_DECRYPT",
-                tagsAll=inputs.get("tags", {}),
-            )
-            return key_id, state
-        if typ == "aws:kms/alias:Alias":
-            alias = str(inputs.get("name") or f"alias/{name}-{h[:7]}")
-            state.update(
-                name=alias,
-                arn=f"arn:aws:kms:{region}:{acct}:{alias}",
-                targetKeyArn=inputs.get("targetKeyId"),
-            )
-            return alias, state
-        if typ == "aws:s3/bucket:Bucket":
-            bucket = str(inputs.get("bucket") or f"{name}-{h[:7]}")
-            state.update(
-                bucket=bucket,
-                arn=f"arn:aws:s3:::{bucket}",
-                bucketDomainName=f"{bucket}.s3.amazonaws.com",
-                bucketRegionalDomainName=f"{bucket}.s3.{region}.amazonaws.com",
-                objectLockEnabled=bool(inputs.get("objectLockEnabled", False)),
-                tagsAll=inputs.get("tags", {}),
-            )
-            return bucket, state
-        if typ == "aws:iam/role:Role":
-            role = str(inputs.get("name") or f"{name}-{h[:7]}")
-            state.update(
-                name=role,
-                arn=f"arn:aws:iam::{acct}:role/{role}",
-                uniqueId=f"AROA{h[:17].upper()}",
-                tagsAll=inputs.get("tags", {}),
-            )
-            return role, state
-        if typ == "aws:iam/rolePolicy:RolePolicy":
-            policy = str(inputs.get("name") or f"{name}-{h[:7]}")
-            state["name"] = policy
-            return f"{inputs.get('role')}:{policy}", state
-        if typ in _BUCKET_ID_TYPES:
-            return str(inputs.get("bucket")), state
-        if typ == "aws:sns/topic:Topic":
-            topic = str(inputs.get("name") or f"{name}-{h[:7]}")
-            arn = f"arn:aws:sns:{region}:{acct}:{topic}"
-            state.update(name=topic, arn=arn, tagsAll=inputs.get("tags", {}))
-            return arn, state
-        if typ == "aws:cloudwatch/eventRule:EventRule":
-            rule = str(inputs.get("name") or f"{name}-{h[:7]}")
-            state.update(name=rule, arn=f"arn:aws:events:{region}:{acct}:rule/{rule}")
-            return rule, state
-        if typ == "aws:cloudwatch/eventTarget:EventTarget":
-            return f"{inputs.get('rule')}-{inputs.get('targetId')}", state
-        if typ == "aws:sns/topicPolicy:TopicPolicy":
-            return str(inputs.get("arn")), state
-        return f"{name}-{h[:7]}", state
+        """The id and outputs AWS would give a resource of type `typ` (infra/mock_answers.py)."""
+        return answer(self.account_id, typ, name, urn, region, inputs)
 
 
 class RecordingMonitor(MockMonitor):
@@ -268,12 +181,12 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         if request.type == STACK_TYPE:
-            return super().RegisterResource(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi's MockMonitor is untyped
         local = self.recording_mocks.local
         local.urn = self.make_urn(request.parent, request.type, request.name)
         local.result = (None, {})
         try:
-            response = super().RegisterResource(request)
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # untyped upstream
             region, inputs = local.result
         finally:
             local.urn = None
@@ -300,7 +213,7 @@ class RecordingMonitor(MockMonitor):
         outputs = rpc.deserialize_properties(request.outputs)
         with self._lock:
             self.component_outputs[request.urn] = dict(outputs)
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 def config_strings(config: Mapping[str, Any]) -> dict[str, str]:
@@ -340,7 +253,7 @@ def run_program(
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     holder: dict[str, Any] = {}
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # pulumi.runtime.test is untyped
     def _run() -> pulumi.Output[Any]:
         outputs = program()
         return pulumi.Output.from_input(dict(outputs)).apply(lambda o: holder.update(o))

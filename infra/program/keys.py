@@ -53,17 +53,7 @@ class ClassKey(pulumi.ComponentResource):
         self.regions = settings.regions
 
         def policy(region: str, copy: str) -> pulumi.Output[str]:
-            return json_output(
-                lambda **v: documents.key_policy(region=region, data_class=dc.name, copy=copy, **v),
-                account_id=account_id,
-                admin_arn=roles.admin.arn,
-                app_arn=roles.app.arn,
-                ceremony_arn=roles.ceremony.arn,
-                auditor_arn=roles.auditor.arn,
-                deployer_arn=roles.deployer_arn,
-                replication_role_arn=replication_role_arn,
-                bucket_arn=bucket_arns[region],
-            )
+            return _key_policy(dc, region, copy, roles, account_id, replication_role_arn, bucket_arns[region])
 
         description = f"Clefs L1 key for data class {dc.name} (BYOK from the HSM L0 key)"
         self.primary = aws.kms.ExternalKey(
@@ -88,15 +78,7 @@ class ClassKey(pulumi.ComponentResource):
             tags={TAG_DATA_CLASS: dc.name, TAG_COPY: COPY_REPLICA},
             opts=import_owned(child(self, providers.replica)),
         )
-        self.aliases = {
-            region: aws.kms.Alias(
-                f"{dc.name}-{region}-alias",
-                name=settings.alias(dc.name),
-                target_key_id=key.arn,
-                opts=child(self, providers.for_region(region)),
-            )
-            for region, key in ((primary_region, self.primary), (replica_region, self.replica))
-        }
+        self.aliases = self._class_aliases(dc, settings, providers)
         self.register_outputs(
             {
                 "data_class": dc.name,
@@ -105,6 +87,21 @@ class ClassKey(pulumi.ComponentResource):
                 "aliases": {region: alias.name for region, alias in self.aliases.items()},
             }
         )
+
+    def _class_aliases(
+        self, dc: DataClass, settings: StackSettings, providers: RegionalProviders
+    ) -> dict[str, aws.kms.Alias]:
+        """The class alias in each region, on that region's key."""
+        primary_region, replica_region = self.regions
+        return {
+            region: aws.kms.Alias(
+                f"{dc.name}-{region}-alias",
+                name=settings.alias(dc.name),
+                target_key_id=key.arn,
+                opts=child(self, providers.for_region(region)),
+            )
+            for region, key in ((primary_region, self.primary), (replica_region, self.replica))
+        }
 
     @property
     def key_arns(self) -> dict[str, pulumi.Output[str]]:
@@ -116,3 +113,26 @@ class ClassKey(pulumi.ComponentResource):
         # An ExternalKey's id is its key id; a replica shares the primary's mrk- key id.
         primary_region, replica_region = self.regions
         return {primary_region: self.primary.id, replica_region: self.replica.key_id}
+
+
+def _key_policy(
+    dc: DataClass,
+    region: str,
+    copy: str,
+    roles: Roles,
+    account_id: pulumi.Input[str],
+    replication_role_arn: pulumi.Input[str],
+    bucket_arn: pulumi.Output[str],
+) -> pulumi.Output[str]:
+    """The key policy of one copy of the class key (infra/program/kms_documents.py), as JSON."""
+    return json_output(
+        lambda **v: documents.key_policy(region=region, data_class=dc.name, copy=copy, **v),
+        account_id=account_id,
+        admin_arn=roles.admin.arn,
+        app_arn=roles.app.arn,
+        ceremony_arn=roles.ceremony.arn,
+        auditor_arn=roles.auditor.arn,
+        deployer_arn=roles.deployer_arn,
+        replication_role_arn=replication_role_arn,
+        bucket_arn=bucket_arn,
+    )

@@ -25,9 +25,8 @@ class RegionalProviders(pulumi.ComponentResource):
         for copy, region in (("primary", settings.primary_region), ("replica", settings.replica_region)):
             self._by_region[region] = aws.Provider(
                 f"{name}-{copy}-{region}",
-                region=region,
+                _provider_args(settings, region),
                 opts=pulumi.ResourceOptions(parent=self),
-                **_provider_args(settings),
             )
         self.primary = self._by_region[settings.primary_region]
         self.replica = self._by_region[settings.replica_region]
@@ -44,27 +43,28 @@ class RegionalProviders(pulumi.ComponentResource):
         return self._by_region[region]
 
 
-def _provider_args(settings: StackSettings) -> dict[str, object]:
-    args: dict[str, object] = {
-        "default_tags": aws.ProviderDefaultTagsArgs(
-            tags={
-                "clefs:project": pulumi.get_project(),
-                "clefs:stack": pulumi.get_stack(),
-                "clefs:managed-by": "pulumi",
-            }
-        ),
-    }
-    if settings.allowed_account_ids:
-        args["allowed_account_ids"] = list(settings.allowed_account_ids)
-    if settings.endpoint is not None:
-        endpoint = settings.endpoint
-        args.update(
-            endpoints=[aws.ProviderEndpointArgs(**{svc: endpoint for svc in LOCALSTACK_SERVICES})],
-            s3_use_path_style=True,
-            skip_credentials_validation=True,
-            skip_requesting_account_id=True,
-            skip_metadata_api_check=True,
-            access_key=LOCALSTACK_CREDENTIAL,
-            secret_key=LOCALSTACK_CREDENTIAL,
-        )
-    return args
+def _provider_args(settings: StackSettings, region: str) -> aws.ProviderArgs:
+    """The provider's inputs; None leaves an input unset (Pulumi omits it)."""
+    tags = aws.ProviderDefaultTagsArgs(
+        tags={
+            "clefs:project": pulumi.get_project(),
+            "clefs:stack": pulumi.get_stack(),
+            "clefs:managed-by": "pulumi",
+        }
+    )
+    allowed = list(settings.allowed_account_ids) or None
+    if settings.endpoint is None:
+        return aws.ProviderArgs(region=region, default_tags=tags, allowed_account_ids=allowed)
+    endpoint = settings.endpoint
+    return aws.ProviderArgs(
+        region=region,
+        default_tags=tags,
+        allowed_account_ids=allowed,
+        endpoints=[aws.ProviderEndpointArgs(**{svc: endpoint for svc in LOCALSTACK_SERVICES})],
+        s3_use_path_style=True,
+        skip_credentials_validation=True,
+        skip_requesting_account_id=True,
+        skip_metadata_api_check=True,
+        access_key=LOCALSTACK_CREDENTIAL,
+        secret_key=LOCALSTACK_CREDENTIAL,
+    )

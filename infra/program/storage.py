@@ -134,32 +134,68 @@ class ClassProtection(pulumi.ComponentResource):
         key_arns = key.key_arns
         self.encryption, self.policies = {}, {}
         for region in settings.regions:
-            name = class_bucket_logical_name(dc.name, region, settings.namespace)
-            provider = providers.for_region(region)
-            bucket = storage.buckets[region]
-            self.encryption[region] = aws.s3.BucketServerSideEncryptionConfiguration(
-                f"{name}-encryption",
-                bucket=bucket.id,
-                rules=[
-                    {
-                        "apply_server_side_encryption_by_default": {
-                            "sse_algorithm": "aws:kms",
-                            "kms_master_key_id": key_arns[region],
-                        },
-                        "bucket_key_enabled": True,
-                    }
-                ],
-                opts=child(self, provider),
-            )
-            self.policies[region] = aws.s3.BucketPolicy(
-                f"{name}-policy",
-                bucket=bucket.id,
-                policy=json_output(
-                    documents.class_bucket_policy, bucket_arn=bucket.arn, key_arn=key_arns[region]
-                ),
-                opts=child(self, provider, depends_on=[storage.public_access[region]]),
-            )
+            self._encrypt_and_restrict(dc, settings, providers, storage, region, key_arns[region])
+        source, destination = storage.buckets[primary_region], storage.buckets[replica_region]
+        self.replication = self._replicate_to_replica(
+            dc, settings, providers, storage, key_arns[replica_region]
+        )
+        self.register_outputs(
+            {
+                "data_class": dc.name,
+                "sse_kms_keys": key_arns,
+                "replication": {
+                    "source": source.bucket,
+                    "destination": destination.bucket,
+                    "replica_kms_key": key_arns[replica_region],
+                },
+            }
+        )
 
+    def _encrypt_and_restrict(
+        self,
+        dc: DataClass,
+        settings: StackSettings,
+        providers: RegionalProviders,
+        storage: ClassStorage,
+        region: str,
+        key_arn: pulumi.Output[str],
+    ) -> None:
+        """SSE-KMS under the class key with bucket keys on, and the TLS-only/SSE-KMS bucket policy."""
+        name = class_bucket_logical_name(dc.name, region, settings.namespace)
+        provider = providers.for_region(region)
+        bucket = storage.buckets[region]
+        self.encryption[region] = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key_arn,
+                    },
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=child(self, provider),
+        )
+        self.policies[region] = aws.s3.BucketPolicy(
+            f"{name}-policy",
+            bucket=bucket.id,
+            policy=json_output(documents.class_bucket_policy, bucket_arn=bucket.arn, key_arn=key_arn),
+            opts=child(self, provider, depends_on=[storage.public_access[region]]),
+        )
+
+    def _replicate_to_replica(
+        self,
+        dc: DataClass,
+        settings: StackSettings,
+        providers: RegionalProviders,
+        storage: ClassStorage,
+        replica_key_arn: pulumi.Output[str],
+    ) -> aws.s3.BucketReplicationConfig:
+        """The replication role's S3 policy, and the primary bucket's replication to the replica
+        bucket under the replica class key."""
+        primary_region, replica_region = settings.regions
         source, destination = storage.buckets[primary_region], storage.buckets[replica_region]
         role_policy = aws.iam.RolePolicy(
             f"clefs-{dc.name}-replication",
@@ -171,7 +207,7 @@ class ClassProtection(pulumi.ComponentResource):
             ),
             opts=child(self, providers.primary),
         )
-        self.replication = aws.s3.BucketReplicationConfig(
+        return aws.s3.BucketReplicationConfig(
             f"{class_bucket_logical_name(dc.name, primary_region, settings.namespace)}-replication",
             bucket=source.id,
             role=storage.replication_role.arn,
@@ -185,7 +221,7 @@ class ClassProtection(pulumi.ComponentResource):
                     "source_selection_criteria": {"sse_kms_encrypted_objects": {"status": "Enabled"}},
                     "destination": {
                         "bucket": destination.arn,
-                        "encryption_configuration": {"replica_kms_key_id": key_arns[replica_region]},
+                        "encryption_configuration": {"replica_kms_key_id": replica_key_arn},
                     },
                 }
             ],
@@ -194,15 +230,4 @@ class ClassProtection(pulumi.ComponentResource):
                 providers.primary,
                 depends_on=[*storage.versioning.values(), role_policy],
             ),
-        )
-        self.register_outputs(
-            {
-                "data_class": dc.name,
-                "sse_kms_keys": key_arns,
-                "replication": {
-                    "source": source.bucket,
-                    "destination": destination.bucket,
-                    "replica_kms_key": key_arns[replica_region],
-                },
-            }
         )
