@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.model.data_classes import ENCRYPTION_CONTEXT_KEY, DataClass
+from infra.model.outputs import SCHEMA as OUTPUTS_SCHEMA
 from infra.model.settings import OBJECT_KEYS, StackSettings, settings_from_config
 from infra.program.alarms import KeyAlarms
 from infra.program.keys import ClassKey
@@ -75,7 +76,8 @@ class DataClassStack(pulumi.ComponentResource):
 
 
 def build(settings: StackSettings | None = None) -> dict[str, Any]:
-    """Declare every resource; return the stack outputs (name -> value or Output)."""
+    """Declare every resource; return the stack outputs (name -> value or Output): the
+    clefs.stack-outputs/v1 contract, checked by infra.model.outputs.parse_outputs."""
     settings = settings if settings is not None else load_settings()
     providers = RegionalProviders("clefs", settings)
     caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=providers.primary))
@@ -90,6 +92,7 @@ def build(settings: StackSettings | None = None) -> dict[str, Any]:
     alarms = KeyAlarms(settings, providers, account_id)
 
     outputs: dict[str, Any] = {
+        "schema": OUTPUTS_SCHEMA,  # the contract these outputs follow (docs/stack-outputs.md)
         "primary_region": settings.primary_region,
         "replica_region": settings.replica_region,
         "account_id": account_id,
