@@ -309,6 +309,7 @@ def test_outputs_contract(recording: Recording) -> None:
     assert (
         set(out)
         == {
+            "schema",
             "primary_region",
             "replica_region",
             "account_id",
@@ -326,6 +327,7 @@ def test_outputs_contract(recording: Recording) -> None:
         REPLICA,
         MOCK_ACCOUNT_ID,
     )
+    assert out["schema"] == "clefs.stack-outputs/v1"  # docs/stack-outputs.md
     assert list(out["classes"]) == CLASSES
     roles = recording.component("clefs:infra:Roles", "clefs").component_outputs
     assert {k: out["roles"][k] for k in ("admin", "app", "ceremony", "auditor", "deployer")} == roles
