@@ -19,7 +19,8 @@ A-Z a-z 0-9 . _ - up to 128, key ARN: printable ASCII without space, quote or ba
 reader accepts only the canonical bytes, which makes the header a regular language that this
 module parses with one regular expression (any JSON parser plus a re-encoding check agrees).
 
-The body is AES-256-GCM under the data key with a random 96-bit nonce; the AAD is every byte
+The body is AES-256-GCM under the data key with a 96-bit nonce (NIST SP 800-38D 8.2.1: a random
+32-bit fixed field per data key, then a 64-bit counter; see DataKey); the AAD is every byte
 before the ciphertext (magic, version, length and header), so the class, the record id, the
 wrapped key and the e2e flag are all authenticated. The data key itself is bound to its class
 by the KMS encryption context, which is exactly ``{"data_class": <class>}`` (the key policies'
@@ -33,7 +34,7 @@ class and binding the record id with GCM's AAD gives the same binding with one K
 strict parser: a reader refuses any version, field, algorithm or encoding it does not know.
 
 Data keys are cached (:class:`DataKeyCache`) with limits: age (300 s), messages per key (4096)
-and bytes per key (4 GiB). 4096 messages is far below the 2^32 random-nonce limit of GCM
+and bytes per key (4 GiB). 4096 messages is far below the 2^32 invocation limit of GCM
 (NIST SP 800-38D 8.3) and makes 10,000 records cost 3 GenerateDataKey calls. Decrypted data
 keys are cached by (class, wrapped key), with the same age limit: a cache hit means KMS
 already unwrapped exactly this key under exactly this class's context. Keys are wiped from
@@ -50,12 +51,13 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import itertools
 import os
 import re
 import struct
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +78,7 @@ E2E_AGE = "age-x25519"
 E2E_MODES = (None, E2E_AGE)
 KEY_LEN = 32
 NONCE_LEN = 12
+NONCE_COUNTER_LEN = 8  # invocation field of the deterministic nonce (SP 800-38D 8.2.1)
 TAG_LEN = 16
 MAX_HEADER = 16 * 1024  # a KMS CiphertextBlob is at most 6144 bytes (8 KiB in base64)
 MAX_EDK = 6144
@@ -90,6 +93,7 @@ CONTEXT_KEY = "data_class"
 """The only KMS encryption-context key; equals infra.model.data_classes.ENCRYPTION_CONTEXT_KEY."""
 
 RECORD_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RECORD_ID_OK = RECORD_ID_RE.fullmatch
 CLASS_RE = re.compile(CLASS_NAME_PATTERN)
 MAX_CLASS_LEN = 64  # the format's bound; a deployment's names are 3-32 (data_classes.NAME_MAX)
 
@@ -104,6 +108,7 @@ DEFAULT_MAX_MESSAGES = 4096
 DEFAULT_MAX_BYTES = 1 << 32
 GCM_RANDOM_NONCE_LIMIT = 1 << 32  # invocations per key with random 96-bit nonces
 DEFAULT_MAX_ENTRIES = 1024
+SMALL_RECORD = 64 * 1024  # largest record a cached key meters without the lock (DataKeyCache)
 
 # KMS answers that mean "this wrapped key does not open under this key and context".
 _NOT_AUTHENTIC_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
@@ -223,17 +228,21 @@ def _encode_checked(
     written: str,
 ) -> bytes:
     """encode_header for fields the caller has already checked."""
-    return _template(data_class, e2e, edk_b64, kms_key_arn) + _tail(
-        nonce_b64.encode("ascii"), record_id, written
+    return _HEADER_FORMAT % (
+        _template(data_class, e2e, edk_b64, kms_key_arn),
+        nonce_b64.encode("ascii"),
+        record_id.encode("ascii"),
+        written.encode("ascii"),
     )
 
 
 _NONCE_KEY = b'"nonce":"'
-# The header after its per-data-key part: what changes per record.
-_TAIL_RE = re.compile(
-    rb'"nonce":"([A-Za-z0-9+/]{16})","record_id":"([A-Za-z0-9][A-Za-z0-9._-]{0,127})",'
-    rb'"written":"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"\}'
-)
+# template (up to and including the nonce key), nonce, record id, written: the whole header
+_HEADER_FORMAT = b'%s%s","record_id":"%s","written":"%s"}'
+# Everything before the ciphertext (the AAD): magic, version, header length (u32 BE), header.
+_PREFIX_FORMAT = PREFIX.pack(MAGIC, VERSION, 0)[:5] + b"%s" + _HEADER_FORMAT
+# The header's length beyond its template and record id (16 nonce characters, 24 of `written`).
+_TAIL_LEN = len(_HEADER_FORMAT % (b"", b"=" * 16, b"", b"=" * 24))
 
 
 def _template(data_class: str, e2e: str | None, edk_b64: str, kms_key_arn: str) -> bytes:
@@ -252,20 +261,6 @@ def _template(data_class: str, e2e: str | None, edk_b64: str, kms_key_arn: str) 
             '","nonce":"',
         )
     ).encode("ascii")
-
-
-def _tail(nonce_b64: bytes, record_id: str, written: str) -> bytes:
-    """The header's bytes after the template (the per-record part)."""
-    return b"".join(
-        (
-            nonce_b64,
-            b'","record_id":"',
-            record_id.encode("ascii"),
-            b'","written":"',
-            written.encode("ascii"),
-            b'"}',
-        )
-    )
 
 
 def _b64(data: bytes) -> str:
@@ -397,7 +392,14 @@ class CacheLimits:
 
 @dataclass(eq=False)
 class DataKey:
-    """A plaintext data key in memory, its AES-GCM instance and its wrapped form."""
+    """A plaintext data key in memory, its AES-GCM instance and its wrapped form.
+
+    Nonces (encryption only) follow NIST SP 800-38D 8.2.1, the deterministic construction: a
+    32-bit fixed field drawn at random when the key is loaded, then a 64-bit invocation counter
+    (``nonces``, an itertools.count: its ``next`` is atomic in CPython, so no two records of this
+    key ever share a nonce, whatever the threads). The key itself is fresh from KMS
+    (GenerateDataKey) for this process and this cache entry only, so no other writer uses it.
+    """
 
     key: bytearray
     edk: bytes
@@ -405,8 +407,11 @@ class DataKey:
     aead: AESGCM | None = None
     # (class, e2e) -> _template; declared before `bytes` (the counter), which shadows the type below it
     templates: dict[tuple[str, str | None], bytes] = field(default_factory=dict)
+    nonce_fixed: bytes = b""  # the fixed field of every nonce under this key (8.2.1)
+    nonces: itertools.count[int] = field(default_factory=itertools.count)  # the invocation field
     created: float = 0.0
-    messages: int = 0
+    used: float = 0.0  # the cache clock at the last checkout, hit or peek (eviction order)
+    tickets: itertools.count[int] = field(default_factory=itertools.count)  # messages metered
     bytes: int = 0
     users: int = 0
     retired: bool = False
@@ -418,13 +423,16 @@ class DataKey:
             raise KeyServiceError("KMS reported a key ARN with characters outside printable ASCII")
         if len(self.key) != KEY_LEN:
             raise KeyServiceError(f"KMS returned a {len(self.key)}-byte data key, expected {KEY_LEN}")
+        self.nonce_fixed = os.urandom(NONCE_LEN - NONCE_COUNTER_LEN)
         # The bytearray stays alive until the key is retired and no lease holds it: correct
         # whether AESGCM copies the key at construction (OpenSSL >= 3.2 builds) or not.
         self.aead = AESGCM(self.key)
 
     def wipe(self) -> None:
-        wipe(self.key)
+        # `aead` is dropped before the key is zeroed: a lock-free user (DataKeyCache.hit) that
+        # still sees its `aead` after using it knows the zeroing had not begun (EnvelopeCrypter).
         self.aead = None
+        wipe(self.key)
 
 
 @dataclass
@@ -442,6 +450,13 @@ class DataKeyCache:
     (encryption) counts the message and its bytes against the limits; a key past any limit is
     retired and a new one loaded. A retired key is wiped (zeroed) as soon as no lease holds it.
     Loading happens under the cache lock, so concurrent callers never load the same key twice.
+
+    The hot paths :meth:`hit` (encryption) and :meth:`peek` (decryption) take no lock and no
+    lease; the limits stay exact (docs/datapath.md, "Data-key cache"): messages are tickets
+    from an itertools.count (atomic in CPython), and a lock-free message is at most
+    `small_record` bytes, so a key's lock-free bytes never exceed `reserve` = max_messages x
+    small_record, which the locked path keeps free (it admits bytes + size <= max_bytes - reserve).
+    Limits are fixed at construction.
     """
 
     def __init__(
@@ -451,19 +466,27 @@ class DataKeyCache:
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
-        self.limits = limits or CacheLimits()
+        self._limits = limits = limits or CacheLimits()
         self.clock = clock
         self.max_entries = max_entries
         self.stats = CacheStats()
-        self._entries: OrderedDict[Hashable, DataKey] = OrderedDict()
+        self._entries: dict[Hashable, DataKey] = {}
         self._lock = threading.Lock()
+        # 1/16 of the byte limit is kept for lock-free records (64 KiB each with the defaults)
+        self.small_record = min(SMALL_RECORD, limits.max_bytes // (limits.max_messages * 16))
+        self.reserve = limits.max_messages * self.small_record
+        self._locked_max = limits.max_bytes - self.reserve
+
+    @property
+    def limits(self) -> CacheLimits:
+        return self._limits
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
     def _expired(self, entry: DataKey, now: float) -> bool:
-        return now - entry.created >= self.limits.max_age_seconds
+        return now - entry.created >= self._limits.max_age_seconds
 
     def _retire(self, cache_key: Hashable) -> None:
         entry = self._entries.pop(cache_key)
@@ -476,8 +499,16 @@ class DataKeyCache:
     def _sweep(self, now: float) -> None:
         for cache_key in [k for k, e in self._entries.items() if self._expired(e, now)]:
             self._retire(cache_key)
-        while len(self._entries) >= self.max_entries:
-            self._retire(next(iter(self._entries)))
+        while len(self._entries) >= self.max_entries:  # least recently used first
+            entries = self._entries
+            self._retire(min(entries, key=lambda cache_key: entries[cache_key].used))
+
+    def _spent(self, entry: DataKey, size: int) -> bool:
+        """Under the lock: a metered use of `entry` for `size` bytes is past a limit (a message
+        ticket is drawn: spent either way)."""
+        return (
+            next(entry.tickets) >= self._limits.max_messages or entry.bytes + size > self._locked_max
+        )
 
     def checkout(
         self, cache_key: Hashable, size: int, load: Callable[[], DataKey], *, metered: bool
@@ -485,17 +516,10 @@ class DataKeyCache:
         """A usable data key for one message of `size` bytes (`load` fetches a new one).
 
         Pair every checkout with :meth:`checkin` (or use :meth:`lease`)."""
-        limits = self.limits
         with self._lock:
             now = self.clock()
             entry = self._entries.get(cache_key)
-            if entry is not None and (
-                now - entry.created >= limits.max_age_seconds
-                or (
-                    metered
-                    and (entry.messages >= limits.max_messages or entry.bytes + size > limits.max_bytes)
-                )
-            ):
+            if entry is not None and (self._expired(entry, now) or (metered and self._spent(entry, size))):
                 self._retire(cache_key)
                 entry = None
             if entry is None:
@@ -503,15 +527,60 @@ class DataKeyCache:
                 self._sweep(now)
                 entry = load()
                 entry.created = now
+                if metered:  # counted before the lock-free paths can see it (a single record
+                    next(entry.tickets)  # larger than the limit gets a key of its own)
+                    entry.bytes += size
                 self._entries[cache_key] = entry
             else:
                 self.stats.hits += 1
-                self._entries.move_to_end(cache_key)
-            if metered:
-                entry.messages += 1
-                entry.bytes += size
+                if metered:
+                    entry.bytes += size
+            entry.used = now
             entry.users += 1
             return entry
+
+    def hit(self, cache_key: Hashable, size: int) -> DataKey | None:
+        """The lock-free hot path of a metered :meth:`checkout` (encryption): the cached key if
+        this message is within every limit (its ticket drawn), else None and the caller goes
+        through checkout (which retires and loads). Only records of at most `small_record`
+        bytes take it (their bytes are covered by `reserve`, see the class docstring).
+
+        No lease is taken (nothing to check in): a key retired and wiped by another thread
+        while the caller uses it shows as ``entry.aead`` gone (DataKey.wipe drops it before
+        zeroing), and the caller must then start over through checkout (EnvelopeCrypter does).
+        ``stats.hits`` is counted without the lock here and in :meth:`peek`: under threads it
+        may miss a few hits (the other counters are exact).
+        """
+        entry = self._entries.get(cache_key)  # a dict read is atomic in CPython
+        if entry is None or size > self.small_record or entry.bytes > self._locked_max:
+            return None
+        now = self.clock()
+        if now - entry.created >= self._limits.max_age_seconds:
+            return None
+        if next(entry.tickets) >= self._limits.max_messages:
+            return None
+        entry.used = now
+        self.stats.hits += 1
+        return entry
+
+    def peek(self, cache_key: Hashable) -> DataKey | None:
+        """The hot path of an unmetered checkout (decryption), without the lock: the cached key
+        if it is younger than the age limit (the only limit an unmetered use has), else None.
+
+        A dict read is atomic in CPython and `created` never changes once the key is cached, so
+        the age check is exact. The same caveat as :meth:`hit` applies (``entry.aead`` gone:
+        start over through checkout). ``stats.hits`` is counted without the lock here: under
+        threads it may miss a few hits (the other counters are exact).
+        """
+        entry = self._entries.get(cache_key)
+        if entry is None:
+            return None
+        now = self.clock()
+        if now - entry.created >= self._limits.max_age_seconds:
+            return None
+        entry.used = now  # least recently used goes first when the cache is full (_sweep)
+        self.stats.hits += 1
+        return entry
 
     def checkin(self, entry: DataKey) -> None:
         with self._lock:
@@ -648,9 +717,14 @@ class EnvelopeCrypter:
         region: str,
         e2e: str | None = None,
         written: str | None = None,
-    ) -> bytearray:
-        """The envelope of one record (class key `key_arn` in `region`), stamped `written` (now)."""
-        check_record_id(record_id)
+    ) -> bytes | bytearray:
+        """The envelope of one record (class key `key_arn` in `region`), stamped `written` (now).
+
+        Hot path (docs/datapath.md, "Throughput"): one cache trip (DataKeyCache.hit) when the
+        class's current data key is within its limits, else a lease through checkout.
+        """
+        if record_id.__class__ is not str or _RECORD_ID_OK(record_id) is None:
+            check_record_id(record_id)  # raises, unless a valid str subclass
         if data_class not in self._class_names:
             if not is_class_name(data_class):
                 raise InputError(f"data class {data_class[:40]!r} is not a class name")
@@ -667,63 +741,84 @@ class EnvelopeCrypter:
             raise InputError(
                 f"record {data_class}/{record_id} is {size} bytes; the limit is {MAX_RECORD_BYTES}"
             )
-        cache = self.encrypt_cache
+        cache, cache_key = self.encrypt_cache, (data_class, region, key_arn)
+        data_key = cache.hit(cache_key, size)
+        if data_key is not None:
+            aead = data_key.aead
+            if aead is not None:
+                out = _seal(data_key, aead, data_class, record_id, plaintext, size, e2e, written)
+                if data_key.aead is aead:  # not wiped while in use (DataKeyCache.hit): done
+                    return out
         data_key = cache.checkout(
-            (data_class, region, key_arn),
+            cache_key,
             size,
             lambda: self._generate(data_class, key_arn, region, record_id),
             metered=True,
         )
         try:
-            nonce = os.urandom(NONCE_LEN)  # fresh per record; a key sees <= max_messages of them
-            # class, record id and e2e checked above, the key ARN when the data key was loaded
-            template = data_key.templates.get((data_class, e2e))
-            if template is None:
-                template = _template(data_class, e2e, data_key.edk_b64, data_key.key_arn)
-                data_key.templates[(data_class, e2e)] = template
-            header = template + _tail(binascii.b2a_base64(nonce, newline=False), record_id, written)
-            prefix = PREFIX.pack(MAGIC, VERSION, len(header)) + header
-            start = len(prefix)
-            out = bytearray(start + size + TAG_LEN)
-            out[:start] = prefix
             aead = data_key.aead
-            assert aead is not None
-            aead.encrypt_into(nonce, plaintext, prefix, memoryview(out)[start:])
+            assert aead is not None  # a leased key is never wiped
+            return _seal(data_key, aead, data_class, record_id, plaintext, size, e2e, written)
         finally:
             cache.checkin(data_key)
-        return out
 
     def _parse_known(
-        self, view: memoryview, data_class: str, record_id: str
-    ) -> tuple[Header, int] | None:
-        """The header and AAD length when the header starts with a template `parse` already
-        accepted for this class; None sends the record to the full parser (never an answer)."""
-        if len(view) < PREFIX.size + TAG_LEN:
-            return None
-        magic, version, length = PREFIX.unpack_from(view)
-        end = PREFIX.size + length
-        if magic != MAGIC or version != VERSION or not 0 < length <= MAX_HEADER or len(view) < end + TAG_LEN:
-            return None
-        header = bytes(view[PREFIX.size : end])
-        last = self._last.get(data_class)  # most records of a class share its current data key
-        if last is not None and header.startswith(last[0]):
-            template, known = last
+        self, blob: bytes | bytearray | memoryview, data_class: str, record_id: str
+    ) -> tuple[Header, bytes, memoryview] | None:
+        """(header, AAD, body) when the header starts with a template `parse` already accepted
+        for this class and is canonical for `record_id`; None sends the record to the full
+        parser (never an answer).
+
+        The AAD is checked by rebuilding it: prefix and template as known, the caller's record
+        id (checked against the record-id grammar), the blob's 16 nonce characters (they must
+        decode strictly to 12 bytes) and its `written` (a valid time); the blob must start with
+        exactly those bytes, which is what the full parser's regular expression accepts.
+        """
+        if blob.__class__ is bytes:
+            head, view = blob, None
         else:
-            template = header[: header.find(_NONCE_KEY) + len(_NONCE_KEY)]
-            found = self._known.get(template)
-            if found is None or found[0] != data_class:
+            view = _byte_view(blob)
+            head = bytes(view[: PREFIX.size + MAX_HEADER])
+        if record_id.__class__ is not str or _RECORD_ID_OK(record_id) is None:
+            return None
+        last = self._last.get(data_class)  # most records of a class share its current data key
+        if last is None or not head.startswith(last[0], PREFIX.size):
+            last = self._learn(head, data_class)
+            if last is None:
                 return None
-            known = found
-            self._last[data_class] = (template, known)
-        tail = _TAIL_RE.fullmatch(header, len(template) - len(_NONCE_KEY))
-        if tail is None:
+        template, known = last
+        rid = record_id.encode("ascii")
+        length = len(template) + _TAIL_LEN + len(rid)
+        start, end = PREFIX.size + len(template), PREFIX.size + length
+        if length > MAX_HEADER or (len(head) if view is None else len(view)) < end + TAG_LEN:
             return None
-        nonce_b64, rid, written_b = tail.groups()
-        written = written_b.decode("ascii")
-        if rid.decode("ascii") != record_id or not self._valid_written(written):
+        nonce_b64, written_b = head[start : start + 16], head[end - 26 : end - 2]
+        aad = _PREFIX_FORMAT % (length.to_bytes(4, "big"), template, nonce_b64, rid, written_b)
+        if not head.startswith(aad):
             return None
-        nonce = binascii.a2b_base64(nonce_b64)  # 16 characters: exactly 12 bytes, canonical
-        return Header(data_class, record_id, known[1], known[2], nonce, known[3], written), end
+        try:
+            nonce = binascii.a2b_base64(nonce_b64, strict_mode=True)
+            written = written_b.decode("ascii")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if len(nonce) != NONCE_LEN or (written not in self._written_ok and not self._valid_written(written)):
+            return None
+        fields = (data_class, record_id, known[1], known[2], nonce, known[3], written)
+        return _new_tuple(Header, fields), aad, (memoryview(head) if view is None else view)[end:]
+
+    def _learn(
+        self, head: bytes, data_class: str
+    ) -> tuple[bytes, tuple[str, str, bytes, str | None]] | None:
+        """The known template (and its fields) this record's header starts with, if any."""
+        found_at = head.find(_NONCE_KEY, PREFIX.size, PREFIX.size + MAX_HEADER)
+        if found_at < 0:
+            return None
+        template = head[PREFIX.size : found_at + len(_NONCE_KEY)]
+        known = self._known.get(template)
+        if known is None or known[0] != data_class:
+            return None
+        self._last[data_class] = (template, known)
+        return template, known
 
     def _valid_written(self, written: str) -> bool:
         """_valid_written, remembered: records sealed in the same millisecond share the value."""
@@ -759,23 +854,31 @@ class EnvelopeCrypter:
         The class and record id are checked before KMS is called; KMS then unwraps the data
         key only under this class's context (and key `key_arn`); GCM authenticates the rest.
         """
-        view = memoryview(blob)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        fast = self._parse_known(view, data_class, record_id)
+        fast = self._parse_known(blob, data_class, record_id)
         if fast is None:
-            envelope = parse(view, data_class, record_id)
+            envelope = parse(blob, data_class, record_id)
             header = envelope.header
             if header.data_class != data_class or header.record_id != record_id:
                 raise _wrong_record(data_class, record_id)
             self._remember(header)
-            aad, body = envelope.aad, envelope.body
+            aad: bytes | memoryview = envelope.aad
+            body = envelope.body
         else:
-            header, end = fast
-            aad, body = view[:end], view[end:]
-        cache = self.decrypt_cache
+            header, aad, body = fast
+        cache, cache_key = self.decrypt_cache, (data_class, header.edk)
+        data_key = cache.peek(cache_key)
+        if data_key is not None:
+            aead = data_key.aead
+            if aead is not None:
+                try:
+                    return _new_tuple(Opened, (header, aead.decrypt(header.nonce, body, aad)))
+                except InvalidTag:
+                    if data_key.aead is aead:  # the key was whole while in use: not authentic
+                        raise _not_authentic(data_class, record_id) from None
+                # Wiped while in use (DataKeyCache.hit): try again under a lease. (A success
+                # needs no such check: a tag verifies only under the real key.)
         data_key = cache.checkout(
-            (data_class, header.edk),
+            cache_key,
             0,
             lambda: self._unwrap(header, data_class, record_id, key_arn, region),
             metered=False,
@@ -788,3 +891,49 @@ class EnvelopeCrypter:
         finally:
             cache.checkin(data_key)
         return Opened(header, plaintext)
+
+
+def _byte_view(blob: bytes | bytearray | memoryview) -> memoryview:
+    view = memoryview(blob)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+
+_new_tuple = tuple.__new__  # builds a NamedTuple from a tuple without its Python-level __new__
+# Records at most this size are sealed as prefix + AESGCM.encrypt (one small copy); larger ones
+# are encrypted into a preallocated buffer (a second copy of a large body costs more than it saves).
+_JOIN_MAX = 32 * 1024
+
+
+def _seal(
+    data_key: DataKey,
+    aead: AESGCM,
+    data_class: str,
+    record_id: str,
+    plaintext: bytes | bytearray | memoryview,
+    size: int,
+    e2e: str | None,
+    written: str,
+) -> bytes | bytearray:
+    """The envelope of one record under `data_key` (fields already checked by the caller)."""
+    template = data_key.templates.get((data_class, e2e))
+    if template is None:  # the key ARN was checked when the data key was loaded
+        template = _template(data_class, e2e, data_key.edk_b64, data_key.key_arn)
+        data_key.templates[(data_class, e2e)] = template
+    # never used before under this key: fixed field, then the invocation counter (DataKey)
+    nonce = data_key.nonce_fixed + next(data_key.nonces).to_bytes(NONCE_COUNTER_LEN, "big")
+    rid = record_id.encode("ascii")
+    prefix = _PREFIX_FORMAT % (
+        (len(template) + _TAIL_LEN + len(rid)).to_bytes(4, "big"),  # the header's length
+        template,
+        binascii.b2a_base64(nonce, newline=False),
+        rid,
+        written.encode("ascii"),
+    )
+    if size <= _JOIN_MAX:
+        return prefix + aead.encrypt(nonce, plaintext, prefix)
+    start = len(prefix)
+    out = bytearray(start + size + TAG_LEN)
+    out[:start] = prefix
+    aead.encrypt_into(nonce, plaintext, prefix, memoryview(out)[start:])
+    return out
