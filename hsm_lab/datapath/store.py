@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyrage
 
@@ -51,7 +51,8 @@ META_E2E = "clefs-e2e"
 E2E_NONE = "none"
 OUTPUTS_NAME = "stack-outputs.json"
 
-Identities = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
+# pyrage ships no type information (its names are Any to mypy): the alias is explicit.
+Identities: TypeAlias = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
 
 
 class DataPathError(ClefsError):
@@ -157,7 +158,8 @@ def seal_document(plaintext: bytes, recipients: Sequence[str | pyrage.x25519.Rec
     parsed = parse_recipients(recipients)
     if not parsed:
         raise InputError("an end-to-end document needs at least one recipient (patient, practitioner)")
-    return pyrage.encrypt(bytes(plaintext), parsed)
+    sealed: bytes = pyrage.encrypt(bytes(plaintext), parsed)
+    return sealed
 
 
 def open_document(sealed: bytes, identity: Identities, name: str = "document") -> bytes:
@@ -166,9 +168,10 @@ def open_document(sealed: bytes, identity: Identities, name: str = "document") -
     if not identities:
         raise EndToEndError(f"{name}: no identity given")
     try:
-        return pyrage.decrypt(sealed, identities)
+        plaintext: bytes = pyrage.decrypt(sealed, identities)
     except Exception:
         raise EndToEndError(f"{name}: this identity cannot open it (not a recipient)") from None
+    return plaintext
 
 
 # --------------------------------------------------------------------------- data path
