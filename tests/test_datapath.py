@@ -31,6 +31,7 @@ from hsm_lab.aws.localstack import LocalStack
 from hsm_lab.ceremony.jose import canonical_json
 from hsm_lab.cli import data as data_cli
 from hsm_lab.datapath import DataPath, DataPathError, EndToEndError, RecordNotFound
+from hsm_lab.datapath import crypter as crypter_module
 from hsm_lab.datapath import envelope as env
 from hsm_lab.datapath import store as dp
 from hsm_lab.datapath.envelope import (
@@ -363,7 +364,7 @@ def test_counter_nonces_are_unique_per_data_key() -> None:
 
     def work() -> None:
         for _ in range(500):
-            blob = env._seal(key, key.aead, "c-1", "r1", b"x", 1, None, env.written_now())
+            blob = crypter_module._seal(key, key.aead, "c-1", "r1", b"x", 1, None, env.written_now())
             with lock:
                 nonces.append(env.parse(blob).header.nonce)
 
