@@ -1,6 +1,6 @@
 """The data path: put/get records per data class, envelope-encrypted, in the class bucket.
 
-* Every record is a ``clefs.envelope/v2`` (see :mod:`hsm_lab.envelope`): AES-256-GCM under a
+* Every record is a ``clefs.envelope/v2`` (see :mod:`hsm_lab.datapath.envelope`): AES-256-GCM under a
   data key from the class's KMS key, KMS context ``{"data_class": <class>}``, class and record
   id bound by GCM. Data keys are cached with limits, so KMS is not called per record.
 * It is stored as ``<class>/<record id>`` in the class's bucket of the chosen region with
@@ -30,28 +30,35 @@ import pyrage
 
 from hsm_lab.aws import deployment
 from hsm_lab.aws.deployment import ClientFactory
-from hsm_lab.datapath import envelope
-from hsm_lab.datapath.envelope import (
+from hsm_lab.datapath.crypter import EnvelopeCrypter, Opened
+
+# parse_recipients: still importable from here, where it was
+from hsm_lab.datapath.e2e import (  # noqa: F401
+    EndToEndError,
+    Identities,
+    open_document,
+    parse_recipients,
+    seal_document,
+)
+from hsm_lab.datapath.envelope_format import (
     E2E_AGE,
     FORMAT,
-    CacheLimits,
-    EnvelopeCrypter,
     RecordAuthenticationError,
     check_record_id,
 )
+from hsm_lab.datapath.keycache import CacheLimits
+from hsm_lab.datapath.versions import VersionHistory
 from hsm_lab.errors import ClefsError, InputError
 from infra.model import data_classes
 from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 DEFAULT_REGION = DEFAULT_PRIMARY_REGION
 KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` asks again
-HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER  # enough to read any envelope header
 META_FORMAT = "clefs-format"
 META_E2E = "clefs-e2e"
 E2E_NONE = "none"
 OUTPUTS_NAME = "stack-outputs.json"
 
-Identities = pyrage.x25519.Identity | Sequence[pyrage.x25519.Identity]
 
 
 class DataPathError(ClefsError):
@@ -78,10 +85,6 @@ class Record:
     written: str
     version_id: str | None
     newer_versions: int = 0  # authentic versions written after this one (0: not rolled back)
-
-
-class EndToEndError(ClefsError):
-    """An end-to-end record needs the patient's or practitioner's identity, or this identity is not one."""
 
 
 # --------------------------------------------------------------------------- deployment
@@ -136,45 +139,10 @@ def load_outputs(path: Path) -> tuple[dict[str, ClassTarget], str | None]:
     return parse_classes(document["classes"], str(path)), primary if isinstance(primary, str) else None
 
 
-# --------------------------------------------------------------------------- e2e
-
-
-def parse_recipients(recipients: Sequence[str | pyrage.x25519.Recipient]) -> list[pyrage.x25519.Recipient]:
-    parsed: list[pyrage.x25519.Recipient] = []
-    for recipient in recipients:
-        if isinstance(recipient, pyrage.x25519.Recipient):
-            parsed.append(recipient)
-            continue
-        try:
-            parsed.append(pyrage.x25519.Recipient.from_str(str(recipient).strip()))
-        except Exception:
-            raise InputError(f"{str(recipient)[:12]!r}... is not an age X25519 recipient (age1...)") from None
-    return parsed
-
-
-def seal_document(plaintext: bytes, recipients: Sequence[str | pyrage.x25519.Recipient]) -> bytes:
-    """age-encrypt a document to every recipient (each can open it alone)."""
-    parsed = parse_recipients(recipients)
-    if not parsed:
-        raise InputError("an end-to-end document needs at least one recipient (patient, practitioner)")
-    return pyrage.encrypt(bytes(plaintext), parsed)
-
-
-def open_document(sealed: bytes, identity: Identities, name: str = "document") -> bytes:
-    """What the patient's or practitioner's device runs: age-decrypt with their identity."""
-    identities = [identity] if isinstance(identity, pyrage.x25519.Identity) else list(identity)
-    if not identities:
-        raise EndToEndError(f"{name}: no identity given")
-    try:
-        return pyrage.decrypt(sealed, identities)
-    except Exception:
-        raise EndToEndError(f"{name}: this identity cannot open it (not a recipient)") from None
-
-
 # --------------------------------------------------------------------------- data path
 
 
-class DataPath:
+class DataPath(VersionHistory):
     """Put and get records per data class (library API).
 
     ``clients(service, region)`` must return HTTPS clients (checked); use
@@ -360,7 +328,7 @@ class DataPath:
 
     def _open(
         self, data_class: str, record_id: str, region: str | None, version_id: str | None = None
-    ) -> tuple[ClassTarget, envelope.Opened, str | None]:
+    ) -> tuple[ClassTarget, Opened, str | None]:
         key = self.object_key(data_class, record_id)
         spec, region, where = self.target(data_class, region)
         extra = {"VersionId": version_id} if version_id else {}
@@ -378,45 +346,6 @@ class DataPath:
                 f"does not match the class ({expected or 'none'}); refusing"
             )
         return spec, opened, response.get("VersionId")
-
-    def newer_versions(
-        self, data_class: str, record_id: str, written: str, current: str | None, region: str | None = None
-    ) -> list[tuple[str, str]]:
-        """Other S3 versions of the record that are authentic and were written after `written`.
-
-        Someone with s3:PutObject can make an older version current again (copy it over the
-        newest); its authenticated `written` then predates another authentic version still in
-        the history. Someone who may also delete versions leaves no such trace: only an index
-        outside the bucket stops that (docs/datapath.md, "Rollback").
-        """
-        key = self.object_key(data_class, record_id)
-        _spec, region, where = self.target(data_class, region)
-        versions = self._s3(
-            "list_object_versions", region, data_class, record_id, Bucket=where.bucket, Prefix=key
-        ).get("Versions", [])
-        newer: list[tuple[str, str]] = []
-        for version in versions:
-            if version.get("Key") != key or version.get("VersionId") in (current, None, "null"):
-                continue
-            response = self._s3(
-                "get_object",
-                region,
-                data_class,
-                record_id,
-                Bucket=where.bucket,
-                Key=key,
-                VersionId=version["VersionId"],
-                Range=f"bytes=0-{HEADER_BYTES - 1}",
-            )
-            parsed = envelope.read_header(response["Body"].read())
-            if parsed is None or parsed[0].written <= written:
-                continue
-            try:  # a claim of being newer counts only once the version is proved authentic
-                _s, opened, _v = self._open(data_class, record_id, region, version["VersionId"])
-            except (RecordAuthenticationError, envelope.KeyServiceError):
-                continue
-            newer.append((str(version["VersionId"]), opened.header.written))
-        return sorted(newer, key=lambda item: item[1])
 
     def read(
         self,
@@ -469,71 +398,3 @@ class DataPath:
     def get_sealed(self, data_class: str, record_id: str, region: str | None = None) -> bytes:
         """An end-to-end record as the platform can read it: the age ciphertext for the device."""
         return self.read(data_class, record_id, region, check_history=False, sealed=True).plaintext
-
-    def replicate(self, data_class: str | None = None) -> dict[str, int]:
-        """Do what S3 replication does and LocalStack does not: copy every version of every record
-        of the primary bucket that its replica lacks, byte for byte, oldest first, stored with
-        SSE-KMS under the replica's class key. Returns {class: versions copied}.
-
-        A replica is recognised by its envelope header (class, record, wrapped key, nonce,
-        written: unique per write), as version ids cannot be carried over outside S3.
-        """
-        copied: dict[str, int] = {}
-        for name in [data_class] if data_class else sorted(self.classes):
-            spec, primary, source = self.target(name)
-            copied[name] = 0
-            for region, target in spec.regions.items():
-                if region == primary:
-                    continue
-                present = {header for _key, _v, header in self._headers(name, region, target.bucket)}
-                for key, version_id, header in self._headers(name, primary, source.bucket):
-                    if header in present:
-                        continue
-                    record_id = key.split("/", 1)[-1]
-                    response = self._s3(
-                        "get_object",
-                        primary,
-                        name,
-                        record_id,
-                        Bucket=source.bucket,
-                        Key=key,
-                        VersionId=version_id,
-                    )
-                    self._s3(
-                        "put_object",
-                        region,
-                        name,
-                        record_id,
-                        Bucket=target.bucket,
-                        Key=key,
-                        Body=response["Body"].read(),
-                        ContentType="application/octet-stream",
-                        ServerSideEncryption="aws:kms",
-                        SSEKMSKeyId=target.key_arn,
-                        BucketKeyEnabled=True,
-                        Metadata=response.get("Metadata") or {},
-                    )
-                    copied[name] += 1
-        return copied
-
-    def _headers(self, data_class: str, region: str, bucket: str) -> list[tuple[str, str, bytes]]:
-        """(key, version id, envelope AAD bytes) of every envelope version under <class>/, oldest
-        written first (S3's LastModified has one-second granularity; `written` has milliseconds)."""
-        client = self._client("s3", region)
-        versions = []
-        for page in client.get_paginator("list_object_versions").paginate(
-            Bucket=bucket, Prefix=f"{data_class}/"
-        ):
-            versions += page.get("Versions", [])
-        found = []
-        for version in versions:
-            response = client.get_object(
-                Bucket=bucket,
-                Key=version["Key"],
-                VersionId=version["VersionId"],
-                Range=f"bytes=0-{HEADER_BYTES - 1}",
-            )
-            parsed = envelope.read_header(response["Body"].read())
-            if parsed is not None:
-                found.append((parsed[0].written, version["Key"], version["VersionId"], parsed[1]))
-        return [(key, version_id, aad) for _w, key, version_id, aad in sorted(found)]
