@@ -44,7 +44,7 @@ def _datapath(lab: Path | None, outputs: Path | None, aws: bool) -> tuple[DataPa
 
     lab_dir = lab.resolve() if lab else ls.default_lab()
     stack = deployment.load_stack(outputs or lab_dir / OUTPUTS_NAME)
-    classes = stack.to_document()["classes"]  # hsm_lab.datapath reads the document's `classes`
+    classes = stack.classes  # the typed contract, as hsm_lab.datapath takes it
     primary = stack.primary_region
     if aws:  # the app role writes and reads; the auditor describes (CLEFS_APP_PROFILE, CLEFS_AUDITOR_PROFILE)
         from hsm_lab.aws.access import real_aws

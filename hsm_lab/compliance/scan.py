@@ -11,8 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hsm_lab import errors
 from hsm_lab.compliance.report import _call, _code
 from hsm_lab.datapath import envelope
-
-HEADER_BYTES = envelope.PREFIX.size + envelope.MAX_HEADER
+from hsm_lab.datapath.envelope_format import HEADER_BYTES
 
 
 @dataclass

@@ -49,7 +49,8 @@ from hsm_lab.datapath.envelope_format import (
 from hsm_lab.datapath.keycache import CacheLimits
 from hsm_lab.datapath.versions import VersionHistory
 from hsm_lab.errors import ClefsError, InputError
-from infra.model import data_classes
+from infra.model import outputs
+from infra.model.outputs import ClassOutputs, RegionOutputs
 from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 DEFAULT_REGION = DEFAULT_PRIMARY_REGION
@@ -90,53 +91,24 @@ class Record:
 # --------------------------------------------------------------------------- deployment
 
 
-@dataclass(frozen=True)
-class RegionTarget:
-    key_arn: str
-    bucket: str
+RegionTarget = RegionOutputs  # the typed stack-outputs contract (infra/model/outputs.py)
+ClassTarget = ClassOutputs
 
 
-@dataclass(frozen=True)
-class ClassTarget:
-    name: str
-    end_to_end: bool
-    regions: Mapping[str, RegionTarget]
-
-
-def parse_classes(classes: object, source: str = "deployment") -> dict[str, ClassTarget]:
-    """The `classes` stack output, checked; extra keys (key_id, alias, ...) are ignored."""
+def parse_classes(classes: object, source: str = "deployment") -> dict[str, ClassOutputs]:
+    """The `classes` stack output, checked by the one stack-outputs parser (docs/stack-outputs.md)."""
     if not isinstance(classes, Mapping) or not classes:
         raise InputError(f"{source}: 'classes' must be a non-empty object of class -> settings")
-    parsed: dict[str, ClassTarget] = {}
-    for name, spec in classes.items():
-        where = f"{source}: class {str(name)[:40]!r}"
-        problem = data_classes.name_problem(name)  # the deployment's rule, as the program applied it
-        if problem is not None:
-            raise InputError(f"{where}: not a class name ({problem[:120]})")
-        if not isinstance(spec, Mapping):
-            raise InputError(f"{where}: settings must be an object")
-        e2e = spec.get("end_to_end", False)
-        regions = spec.get("regions")
-        if not isinstance(e2e, bool):
-            raise InputError(f"{where}: end_to_end must be true or false")
-        if not isinstance(regions, Mapping) or not regions:
-            raise InputError(f"{where}: 'regions' must be a non-empty object of region -> key_arn, bucket")
-        targets: dict[str, RegionTarget] = {}
-        for region, target in regions.items():
-            if not isinstance(target, Mapping) or not all(
-                isinstance(target.get(k), str) and target.get(k) for k in ("key_arn", "bucket")
-            ):
-                raise InputError(f"{where}: region {str(region)[:20]!r} needs string key_arn and bucket")
-            targets[str(region)] = RegionTarget(target["key_arn"], target["bucket"])
-        parsed[name] = ClassTarget(name, e2e, targets)
-    return parsed
+    try:
+        return outputs.parse_classes(classes, source)
+    except outputs.OutputsError as exc:
+        raise InputError(str(exc)) from None
 
 
-def load_outputs(path: Path) -> tuple[dict[str, ClassTarget], str | None]:
-    """Read a stack-outputs JSON file: its `classes` (checked) and its `primary_region`."""
-    document = deployment.load_outputs(path)
-    primary = document.get("primary_region")
-    return parse_classes(document["classes"], str(path)), primary if isinstance(primary, str) else None
+def load_outputs(path: Path) -> tuple[dict[str, ClassOutputs], str | None]:
+    """Read a stack-outputs JSON file: its `classes` and its `primary_region`, both checked."""
+    stack = deployment.load_stack(path)
+    return dict(stack.classes), stack.primary_region
 
 
 # --------------------------------------------------------------------------- data path
@@ -160,7 +132,7 @@ class DataPath(VersionHistory):
         reader: ClientFactory | None = None,
     ) -> None:
         self.classes = {
-            name: spec if isinstance(spec, ClassTarget) else parse_classes({name: spec})[name]
+            name: spec if isinstance(spec, ClassOutputs) else parse_classes({name: spec})[name]
             for name, spec in classes.items()
         }
         if not self.classes:

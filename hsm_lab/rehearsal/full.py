@@ -248,7 +248,7 @@ def write_samples(
 
     stack = stack_outputs(outputs)
     people = (pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate())  # patient, practitioner
-    classes = stack.to_document()["classes"]  # hsm_lab.datapath reads the document's `classes`
+    classes = stack.classes  # the typed contract, as hsm_lab.datapath takes it
     path = DataPath(client_for, classes, primary_region=stack.primary_region)
     results: list[dict[str, Any]] = []
     for data_class, spec in sorted(stack.classes.items()):
