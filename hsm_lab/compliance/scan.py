@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hsm_lab import errors
 from hsm_lab.compliance.report import _call, _code
 from hsm_lab.datapath import envelope
-from hsm_lab.datapath.envelope_format import HEADER_BYTES
+from hsm_lab.datapath.envelope_format import HEADER_BYTES as HEADER_BYTES
 
 
 @dataclass
