@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +24,20 @@ if TYPE_CHECKING:
     from pkcs11.types import WrapMixin
 
     from hsm_lab.hsm.p11 import Library
-    from hsm_lab.hsm.tokens import HSM
+
+
+class LoginHolder(Protocol):
+    """What an export needs of the HSM (hsm_lab.hsm.tokens.HSM): logging in to its token."""
+
+    def _login(
+        self,
+        lib: Library,
+        token: pkcs11.Token,
+        label: str,
+        *,
+        user_pin: str | None = None,
+        so_pin: str | None = None,
+    ) -> pkcs11.Session: ...
 
 
 class ExportSession:
@@ -32,7 +45,7 @@ class ExportSession:
 
     def __init__(
         self,
-        hsm: HSM,
+        hsm: LoginHolder,
         lib: Library,
         token: pkcs11.Token,
         label: str,
