@@ -26,6 +26,8 @@ from hsm_lab import errors
 
 ROLES = ("ceremony", "app", "auditor")
 ClientFactory = Callable[[str, str], Any]
+"""(service, region) -> boto3 client: a role's (:meth:`RealAws.clients`) or LocalStack's
+(hsm_lab.aws.deployment.localstack_clients). The one name for it in hsm_lab."""
 # Anything that could point real credentials at another host. A CA bundle changes which CAs
 # are trusted: refused too, unless --trust-ca-bundle says so (a corporate proxy), then shown.
 OVERRIDE_VARIABLES = ("LOCALSTACK_HOST", "CLEFS_LOCALSTACK_ENDPOINT")

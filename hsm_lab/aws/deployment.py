@@ -16,21 +16,19 @@ import secrets
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from hsm_lab import errors
+from hsm_lab.aws.access import ClientFactory as ClientFactory
 from hsm_lab.fs import atomic_write_text
 from infra.model.outputs import OutputsError, RegionOutputs, StackOutputs, parse_outputs
 from infra.model.outputs import load_outputs as read_outputs
 
 OUTPUTS_FILE = "stack-outputs.json"
-ClientFactory = Callable[[str, str], Any]
-"""(service, region) -> boto3 client; :func:`localstack_clients`, or a role's from hsm_lab.aws.access."""
-ClientFor = ClientFactory
 TLS_PEM = "tls.pem"
 Outputs = StackOutputs | Mapping[str, Any]
 """The typed contract, or a document still to be checked (what the harness and `pulumi up` return)."""

@@ -47,7 +47,7 @@ from hsm_lab.compliance.report import (
     SCHEMA,
     WORKERS,
     Cell,
-    ClientFor,
+    ClientFactory,
     Report,
     Row,
 )
@@ -63,7 +63,7 @@ __all__ = [
     "TLS12",
     "WORKERS",
     "Cell",
-    "ClientFor",
+    "ClientFactory",
     "Report",
     "Row",
     "Scan",

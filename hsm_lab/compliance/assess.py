@@ -18,7 +18,7 @@ from hsm_lab.compliance.report import (
     OBSERVED,
     WORKERS,
     Cell,
-    ClientFor,
+    ClientFactory,
     Report,
     Row,
 )
@@ -30,7 +30,7 @@ Place = tuple[str, str, RegionOutputs]  # (class, region, its key and bucket)
 
 def assess(
     outputs: Outputs,
-    client_for: ClientFor,
+    client_for: ClientFactory,
     *,
     max_objects: int = DEFAULT_MAX_OBJECTS,
     emulator: bool = True,
@@ -59,7 +59,7 @@ def assess(
 
 
 def scan_buckets(
-    places: list[Place], client_for: ClientFor, max_objects: int, workers: int
+    places: list[Place], client_for: ClientFactory, max_objects: int, workers: int
 ) -> dict[tuple[str, str], Scan]:
     """List every bucket's object versions, then read each version's first bytes (threads)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -87,7 +87,7 @@ def _row(
     stack: StackOutputs,
     place: Place,
     scans: Mapping[tuple[str, str], Scan],
-    client_for: ClientFor,
+    client_for: ClientFactory,
     enforced: str,
     max_objects: int,
 ) -> Row:

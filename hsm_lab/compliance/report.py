@@ -11,8 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hsm_lab import errors
-
-ClientFor = Callable[[str, str], Any]
+from hsm_lab.aws.access import ClientFactory as ClientFactory
 
 SCHEMA = "clefs.verify/v2"
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from hsm_lab import errors
 from hsm_lab.aws.deployment import (
     OUTPUTS_FILE,
-    ClientFor,
+    ClientFactory,
     Outputs,
     lab_account,
     localstack_clients,
@@ -148,7 +148,7 @@ def _aws_side(
 
 
 def apply_stack(
-    report: PyramidReport, lab: Lab, url: str, client_for: ClientFor, on_step: Callable[[str], None]
+    report: PyramidReport, lab: Lab, url: str, client_for: ClientFactory, on_step: Callable[[str], None]
 ) -> StackOutputs:
     """The real program applied to LocalStack; its outputs checked and kept in the lab."""
     from infra.harness import apply
@@ -180,7 +180,7 @@ def import_classes(
         )
 
 
-def archive_record(lab: Lab, outputs: Outputs, client_for: ClientFor) -> str:
+def archive_record(lab: Lab, outputs: Outputs, client_for: ClientFactory) -> str:
     """Upload the record (the ceremony role's job; one identity on LocalStack), read it back, compare."""
     from hsm_lab.ceremony import archive
     from hsm_lab.record import verify_lab
@@ -196,7 +196,7 @@ def archive_record(lab: Lab, outputs: Outputs, client_for: ClientFor) -> str:
     return f"s3://{bucket}/{found.folder} (entry {found.seq} of {found.lab_entries}, read back and verified)"
 
 
-def revocation_drill(byok: Byok, client_for: ClientFor, region: str) -> str:
+def revocation_drill(byok: Byok, client_for: ClientFactory, region: str) -> str:
     """A throw-away EXTERNAL key gets drill material, then loses it: decrypt must fail."""
     kms = client_for("kms", region)
     key = kms.create_key(
@@ -234,7 +234,7 @@ SAMPLES = {
 def write_samples(
     lab_root: Path,
     outputs: Outputs,
-    client_for: ClientFor,
+    client_for: ClientFactory,
     on_step: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Write and read back sample records per class through the data path.

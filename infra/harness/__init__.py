@@ -30,7 +30,7 @@ rule, AWS shapes). Every public name is importable from ``infra.harness`` itself
 
 from __future__ import annotations
 
-from infra.harness.common import ClientFor, HarnessError, Kind, is_loopback_url, to_s3_shape
+from infra.harness.common import ClientFactory, HarnessError, Kind, is_loopback_url, to_s3_shape
 from infra.harness.localstack_mocks import KINDS, LocalStackMocks
 from infra.harness.run import REPO_ROOT, apply, stack_config, summary
 from infra.harness.state import STATE_FORMAT, load_state, save_state
@@ -39,7 +39,7 @@ __all__ = [
     "KINDS",
     "REPO_ROOT",
     "STATE_FORMAT",
-    "ClientFor",
+    "ClientFactory",
     "HarnessError",
     "Kind",
     "LocalStackMocks",

@@ -12,7 +12,8 @@ from botocore.exceptions import ClientError
 
 from infra.mocks import reveal
 
-ClientFor = Callable[[str, str], Any]
+ClientFactory = Callable[[str, str], Any]
+"""(service, region) -> boto3 client, as hsm_lab.aws.access.ClientFactory (infra does not import hsm_lab)."""
 
 
 class HarnessError(RuntimeError):
@@ -96,7 +97,7 @@ class Harness(Protocol):
 
     account_id: str
     suffix: str  # appended to names the program leaves to the provider
-    client_for: ClientFor
+    client_for: ClientFactory
 
     def mark_fresh(self, name: str) -> None: ...
 

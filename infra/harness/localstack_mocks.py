@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from botocore.exceptions import ClientError, ParamValidationError
 
 from infra.harness.alarms import KINDS as ALARM_KINDS
-from infra.harness.common import GONE, ClientFor, HarnessError, Kind, error_code, is_loopback_url
+from infra.harness.common import GONE, ClientFactory, HarnessError, Kind, error_code, is_loopback_url
 from infra.harness.iam import KINDS as IAM_KINDS
 from infra.harness.kms import KINDS as KMS_KINDS
 from infra.harness.s3 import KINDS as S3_KINDS
@@ -32,7 +32,7 @@ class LocalStackMocks(RecordingMocks):
     SUPPORTED = frozenset(KINDS)
 
     def __init__(
-        self, endpoint: str, client_for: ClientFor, suffix: str, state: Mapping[str, Any] | None = None
+        self, endpoint: str, client_for: ClientFactory, suffix: str, state: Mapping[str, Any] | None = None
     ) -> None:
         if not is_loopback_url(endpoint):
             raise HarnessError(f"refusing endpoint {endpoint}: the LocalStack harness only talks to loopback")

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from infra.harness.common import ClientFor
+from infra.harness.common import ClientFactory
 from infra.harness.localstack_mocks import LocalStackMocks
 from infra.harness.state import STATE_FORMAT, load_state, save_state
 from infra.mocks import Recording, run_program
@@ -26,7 +26,7 @@ def stack_config(endpoint: str, stack_file: Path | None = None) -> dict[str, Any
 
 def apply(
     endpoint: str,
-    client_for: ClientFor,
+    client_for: ClientFactory,
     *,
     suffix: str | None = None,
     config: Mapping[str, Any] | None = None,
