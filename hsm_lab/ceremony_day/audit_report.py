@@ -24,27 +24,19 @@ from typing import Any
 
 from hsm_lab import errors
 from hsm_lab.ceremony.jose import key_id
+from hsm_lab.compliance import report
 from hsm_lab.fs import atomic_write_text
 from hsm_lab.lab import Lab
 from hsm_lab.record import RecordState, fingerprint_words, grouped, verify_lab
 
 REPORT_FORMAT = "clefs.audit-report/v1"
-COMPLIANCE_SCHEMA = "clefs.verify/v2"
+COMPLIANCE_SCHEMA = report.SCHEMA
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-CELLS = (
-    "at_rest",
-    "uploads",
-    "key",
-    "key_policy",
-    "in_transit",
-    "end_to_end",
-    "replication",
-    "public_access",
-)
+CELLS = report.CHECKS  # every cell `verify` reports, versioning included
 SOURCES = {
-    "observed": ("obs", "read from live state and checked"),
-    "configured": ("cfg", "read and evaluated; not enforced by the emulator"),
-    "not checked": ("–", "not checked"),
+    report.OBSERVED: ("obs", "read from live state and checked"),
+    report.CONFIGURED: ("cfg", "read and evaluated; not enforced by the emulator"),
+    report.NOT_CHECKED: ("–", "not checked"),
 }
 
 CSS = """
@@ -270,7 +262,7 @@ def compliance_html(doc: dict[str, Any] | None) -> str:
         cells = []
         for name in CELLS:
             cell = row["cells"].get(name)
-            if cell is None or cell["source"] == "not checked":
+            if cell is None or cell["source"] == report.NOT_CHECKED:
                 cells.append("<td class='dim'>– not checked</td>")
                 continue
             mark, _ = SOURCES[cell["source"]]

@@ -175,3 +175,27 @@ def test_the_report_renders_in_headless_chromium(dealt: Dealt, tmp_path: Path) -
 def dealt(day_dealt: Dealt) -> Dealt:
     """This module's own lab (the suite-wide `dealt` is shared with tests that change it)."""
     return day_dealt
+
+
+def test_the_compliance_table_shows_every_cell_verify_reports() -> None:
+    """A gap in any cell `verify` reports (versioning included) is a red GAP in the report."""
+    from hsm_lab.compliance import report
+
+    def cell(ok: bool) -> dict[str, object]:
+        return {"source": report.OBSERVED, "ok": ok, "short": "fine", "detail": "read live"}
+
+    cells = {name: cell(name != "versioning") for name in report.CHECKS}
+    row = {"data_class": "appointments", "region": "eu-west-3", "cells": cells}
+    doc = {
+        "schema": report.SCHEMA,
+        "rows": [row],
+        "gaps": ["versioning: suspended"],
+        "not_enforced": [],
+        "target": "LocalStack",
+        "objects_scanned": 0,
+        "max_objects": 10,
+    }
+    page = audit_report.compliance_html(doc)
+    for name in report.CHECKS:
+        assert f"<th>{name.replace('_', ' ')}</th>" in page
+    assert page.count("✘ GAP") == 1 and page.count("✔") == len(report.CHECKS) - 1
