@@ -8,6 +8,7 @@ from rich.table import Table
 
 from hsm_lab.ceremony.record import fingerprint_words, grouped
 from hsm_lab.compliance import Report
+from hsm_lab.compliance.report import CHECKS, CONFIGURED, NOT_CHECKED, OBSERVED
 from hsm_lab.rehearsal import Rehearsal
 from hsm_lab.rehearsal.full import PyramidReport
 
@@ -92,22 +93,24 @@ def print_rehearsal(console: Console, report: Rehearsal) -> None:
     )
 
 
-SOURCE_MARK = {"observed": "[green]obs[/]", "configured": "[yellow]cfg[/]", "not checked": "[dim]–[/]"}
+SOURCE_MARK = {OBSERVED: "[green]obs[/]", CONFIGURED: "[yellow]cfg[/]", NOT_CHECKED: "[dim]–[/]"}
+COLUMN_TITLES = {
+    "at_rest": "at rest",
+    "uploads": "uploads",
+    "key": "key (L1)",
+    "key_policy": "key policy",
+    "in_transit": "in transit",
+    "end_to_end": "end to end",
+    "replication": "replication",
+    "public_access": "public",
+    "versioning": "versions",
+}
 
 
 def print_compliance(console: Console, report: Report, target: str) -> None:
     """One row per data class and region; each cell says where its truth comes from (--json: details)."""
     table = Table(title=f"Compliance from live state ({target})")
-    columns = (
-        ("at rest", "at_rest"),
-        ("uploads", "uploads"),
-        ("key (L1)", "key"),
-        ("key policy", "key_policy"),
-        ("in transit", "in_transit"),
-        ("end to end", "end_to_end"),
-        ("replication", "replication"),
-        ("public", "public_access"),
-    )
+    columns = [(COLUMN_TITLES[name], name) for name in CHECKS]  # every cell verify reports
     table.add_column("class", no_wrap=True)
     table.add_column("region", no_wrap=True)
     for title, _name in columns:
@@ -116,7 +119,7 @@ def print_compliance(console: Console, report: Report, target: str) -> None:
         cells = []
         for _title, name in columns:
             cell = row.cells.get(name)
-            if cell is None or cell.source == "not checked":
+            if cell is None or cell.source == NOT_CHECKED:
                 cells.append("[dim]– not checked[/]")
             elif cell.ok:
                 cells.append(f"[green]✔[/] {cell.short} {SOURCE_MARK[cell.source]}")
