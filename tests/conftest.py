@@ -12,9 +12,11 @@ import secrets
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyrage
 import pytest
@@ -27,6 +29,9 @@ from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import PRIMARY_TOKEN, Lab
 from tests.support import is_caller_variable
+
+if TYPE_CHECKING:
+    from infra.mocks import Recording
 
 pytest_plugins = ["tests.localstack_fixture"]  # the session `localstack` fixture
 
@@ -111,6 +116,16 @@ def deal(env: LabUnderTest, names: tuple[str, ...] = NAMES, threshold: int = 5) 
         else:
             opened[n] = shares.unseal(blob, n, passphrase=passphrase)
     return Dealt(env, manifest, identities, passphrase, opened)
+
+
+@pytest.fixture(scope="session")
+def recording() -> Recording:
+    """The whole resource graph of the default stack config, recorded once under Pulumi mocks
+    (tests/infra and tests/policy share it)."""
+    from infra.mocks import run_program
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulumi_aws.*")
+    return run_program()
 
 
 @pytest.fixture(scope="session")
