@@ -58,7 +58,7 @@ KEY_STATE_TTL = 30.0  # seconds a DescribeKey answer is trusted before `put` ask
 META_FORMAT = "clefs-format"
 META_E2E = "clefs-e2e"
 E2E_NONE = "none"
-OUTPUTS_NAME = "stack-outputs.json"
+OUTPUTS_NAME = deployment.OUTPUTS_FILE  # one name for the file (hsm_lab.aws.deployment)
 
 
 
