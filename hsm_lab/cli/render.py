@@ -97,13 +97,13 @@ SOURCE_MARK = {OBSERVED: "[green]obs[/]", CONFIGURED: "[yellow]cfg[/]", NOT_CHEC
 COLUMN_TITLES = {
     "at_rest": "at rest",
     "uploads": "uploads",
-    "key": "key (L1)",
+    "key": "L1 key",
     "key_policy": "key policy",
-    "in_transit": "in transit",
+    "in_transit": "transit",
     "end_to_end": "end to end",
-    "replication": "replication",
+    "replication": "replica",
     "public_access": "public",
-    "versioning": "versions",
+    "versioning": "version",
 }
 
 

@@ -32,7 +32,7 @@ def check_key(kms: Any, key_arn: str) -> Cell:
     return Cell(
         True,
         f"Enabled, EXTERNAL, material imported, {when}",
-        "imported" + (", expires" if "expire" in when and "not" not in when else ""),
+        "imported" + (" expires" if "expire" in when and "not" not in when else ""),
     )
 
 
