@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hsm_lab.ceremony.record import verify_lab
 from hsm_lab.ceremony_day import audit_report
-from hsm_lab.record import verify_lab
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         started = time.perf_counter()
         compliance = None
         if full:
-            from hsm_lab.pyramid import rehearse_pyramid
+            from hsm_lab.rehearsal.full import rehearse_pyramid
 
             report = rehearse_pyramid(lab_dir, seed=1)
             lab, compliance = report.ceremony.lab, report.compliance

@@ -46,11 +46,11 @@ from hsm_lab.byok.wrap import (
     check_wrapping_key,
     compose_rsa_aes,
 )
+from hsm_lab.ceremony.record import Record
 from hsm_lab.faults import fault
 from hsm_lab.fs import wipe
 from hsm_lab.hsm import HSM, class_key_label
 from hsm_lab.lab import MASTER_LABEL, Lab
-from hsm_lab.record import Record
 from infra.model.settings import DEFAULT_PRIMARY_REGION
 
 

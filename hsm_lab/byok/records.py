@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hsm_lab.byok.kms import ByokError, arn_key_id, arn_region
+from hsm_lab.ceremony.record import verify_lab
 from hsm_lab.fs import atomic_write_text
 from hsm_lab.lab import Lab
-from hsm_lab.record import verify_lab
 
 
 @dataclass(frozen=True)

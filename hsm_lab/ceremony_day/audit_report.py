@@ -24,10 +24,10 @@ from typing import Any
 
 from hsm_lab import errors
 from hsm_lab.ceremony.jose import key_id
+from hsm_lab.ceremony.record import RecordState, fingerprint_words, grouped, verify_lab
 from hsm_lab.compliance import report
 from hsm_lab.fs import atomic_write_text
 from hsm_lab.lab import Lab
-from hsm_lab.record import RecordState, fingerprint_words, grouped, verify_lab
 
 REPORT_FORMAT = "clefs.audit-report/v1"
 COMPLIANCE_SCHEMA = report.SCHEMA

@@ -17,7 +17,13 @@ from pathlib import Path
 import pyrage
 
 from hsm_lab import errors
-from hsm_lab.custodians import Custodian, check_distinct, check_name, check_recipient, parse_custodians
+from hsm_lab.ceremony.custodians import (
+    Custodian,
+    check_distinct,
+    check_name,
+    check_recipient,
+    parse_custodians,
+)
 from hsm_lab.fs import atomic_write_text
 
 YUBIKEY_RECIPIENT = re.compile(r"^age1yubikey1[02-9ac-hj-np-z]{50,70}$")  # bech32 data part
@@ -39,7 +45,7 @@ def check_any_recipient(name: str, recipient: object) -> str:
 
 
 def custodians_toml(entries: list[tuple[str, str]]) -> str:
-    """The TOML text `hsm_lab.custodians.parse_custodians` reads, one table per custodian."""
+    """The TOML text `hsm_lab.ceremony.custodians.parse_custodians` reads, one table per custodian."""
     lines = ["# Clefs custodians (one [[custodian]] each); made by `custodians new`", ""]
     for name, recipient in entries:
         lines += ["[[custodian]]", f'name = "{name}"', f'recipient = "{recipient}"', ""]

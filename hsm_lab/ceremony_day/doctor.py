@@ -79,7 +79,7 @@ def check_lab(lab: Lab) -> Check:
             "lab", "fail", f"{lab.root} has no anchor.json: not initialised", f"hsm-lab init --lab {lab.root}"
         )
     try:
-        from hsm_lab.record import verify_lab
+        from hsm_lab.ceremony.record import verify_lab
 
         state = verify_lab(lab)
     except errors.ClefsError as exc:

@@ -10,8 +10,8 @@ from dataclasses import asdict
 from typing import Any
 
 from hsm_lab.byok import ImportRecord
-from hsm_lab.pyramid import PyramidReport
 from hsm_lab.rehearsal import Rehearsal
+from hsm_lab.rehearsal.full import PyramidReport
 
 REHEARSE_SCHEMA = "clefs.rehearse/v1"
 BYOK_SCHEMA = "clefs.byok-import/v1"

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hsm_lab import ceremony, errors
-from hsm_lab.custodians import Custodian
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
-from hsm_lab.shares import Share
 
 STEPS = ("import", "rekey")
 Say = Callable[[str], None]

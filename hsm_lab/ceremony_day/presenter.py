@@ -18,7 +18,9 @@ from typing import Any
 
 import pyrage
 
-from hsm_lab import errors, shares
+from hsm_lab import errors
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import load_identities
 from hsm_lab.ceremony.jose import b64
 from hsm_lab.ceremony_day.wire import (
     PROTOCOL,
@@ -31,7 +33,6 @@ from hsm_lab.ceremony_day.wire import (
     show_nonce,
     socket_path,
 )
-from hsm_lab.custodians import load_identities
 from hsm_lab.fs import wipe
 from hsm_lab.lab import Lab
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hsm_lab import errors
-from hsm_lab.custodians import Custodian, load_custodians
+from hsm_lab.ceremony.custodians import Custodian, load_custodians
+from hsm_lab.ceremony.record import RecordState, fingerprint_words, grouped, verify_lab
 from hsm_lab.lab import PRIMARY_TOKEN, RECOVERY_TOKEN, Lab
-from hsm_lab.record import RecordState, fingerprint_words, grouped, verify_lab
 
 SCRIPT_FORMAT = "clefs.ceremony-script/v1"
 STEPS = ("generate", "import", "rekey", "byok")

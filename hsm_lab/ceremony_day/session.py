@@ -43,8 +43,12 @@ from typing import Any
 
 import pyrage
 
-from hsm_lab import ceremony, errors, shares
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import shares
+from hsm_lab.ceremony.custodians import check_name
 from hsm_lab.ceremony.jose import b64_decode
+from hsm_lab.ceremony.record import Record, fingerprint_words, grouped
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.ceremony_day.guard import (
     Stop,
     alive,
@@ -68,12 +72,9 @@ from hsm_lab.ceremony_day.wire import (
     show_nonce,
     socket_path,
 )
-from hsm_lab.custodians import check_name
 from hsm_lab.fs import wipe
 from hsm_lab.hsm import HSM
 from hsm_lab.lab import Lab
-from hsm_lab.record import Record, fingerprint_words, grouped
-from hsm_lab.shares import Share
 
 __all__ = [  # the presenters' side and the wire are re-exported: callers import them from here
     "PROTOCOL",

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hsm_lab import errors
+from hsm_lab.ceremony.record import grouped
 from hsm_lab.lab import Lab
-from hsm_lab.record import grouped
 
 PROTOCOL = "clefs.ceremony-session/v1"
 SESSION_DIR = "ceremony-session"

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hsm_lab import errors, record
+from hsm_lab import errors
+from hsm_lab.ceremony import record
 from hsm_lab.cli import console
 from hsm_lab.hsm import HSM, TokenSession
 from hsm_lab.lab import Lab, actor, user_pin

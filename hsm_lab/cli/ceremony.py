@@ -11,7 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hsm_lab import ceremony, errors, record, shares
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import record, shares
+from hsm_lab.ceremony.custodians import (
+    Custodian,
+    check_passphrase,
+    load_custodians,
+    load_identities,
+    passphrase_env,
+    passphrase_from_env,
+)
+from hsm_lab.ceremony.shares import Share
 from hsm_lab.cli.app import (
     ExpectSignerOpt,
     IdentityOpt,
@@ -29,16 +39,7 @@ from hsm_lab.cli.app import (
     app,
     out,
 )
-from hsm_lab.custodians import (
-    Custodian,
-    check_passphrase,
-    load_custodians,
-    load_identities,
-    passphrase_env,
-    passphrase_from_env,
-)
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN, Lab, actor, read_pin, so_pin, user_pin
-from hsm_lab.shares import Share
 
 
 def _sources(paths: list[Path], identities: list[Path] | None) -> list[tuple[str, Callable[[], Share]]]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from hsm_lab import errors, record
+from hsm_lab import errors
+from hsm_lab.ceremony import record
 from hsm_lab.cli.app import Clients, out
 from hsm_lab.lab import Lab
 from infra.model.outputs import StackOutputs

@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 
 from hsm_lab import errors
-from hsm_lab.custodians import Custodian, load_custodians, passphrase_env, passphrase_from_env
+from hsm_lab.ceremony.custodians import Custodian, load_custodians, passphrase_env, passphrase_from_env
+from hsm_lab.ceremony.record import expected_signer
 from hsm_lab.lab import PRIMARY_TOKEN, Lab, actor, read_pin, user_pin
-from hsm_lab.record import expected_signer
 
 app = typer.Typer(
     help="Clefs ceremony day: sessions, presenting shares, the printed script, the auditor's report.",

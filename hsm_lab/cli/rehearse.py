@@ -53,7 +53,7 @@ def rehearse(
 
             account = run_ceremony(lab, module=module, seed=seed, on_step=step)
         else:
-            from hsm_lab.pyramid import rehearse_pyramid
+            from hsm_lab.rehearsal.full import rehearse_pyramid
 
             try:
                 account = rehearse_pyramid(lab, module=module, seed=seed, on_step=step)

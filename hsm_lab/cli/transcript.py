@@ -12,7 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hsm_lab import ceremony, errors, record
+from hsm_lab import ceremony, errors
+from hsm_lab.ceremony import record
 from hsm_lab.cli.app import (
     CeremonyProfileOpt,
     EndpointOpt,

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hsm_lab import errors, record
+from hsm_lab import errors
+from hsm_lab.ceremony import record
 from hsm_lab.cli.app import (
     AuditorProfileOpt,
     Clients,

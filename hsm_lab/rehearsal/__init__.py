@@ -1,7 +1,7 @@
 """Rehearsals: the ceremony alone (:mod:`.ceremony`) and the full pyramid L0-L3 (:mod:`.full`).
 
 `from hsm_lab.rehearsal import rehearse` is the ceremony-only run; the full one is
-`from hsm_lab.rehearsal.full import rehearse_pyramid` (also `hsm_lab.pyramid`).
+`from hsm_lab.rehearsal.full import rehearse_pyramid` .
 """
 
 from hsm_lab.rehearsal.ceremony import (

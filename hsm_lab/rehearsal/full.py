@@ -183,7 +183,7 @@ def import_classes(
 def archive_record(lab: Lab, outputs: Outputs, client_for: ClientFactory) -> str:
     """Upload the record (the ceremony role's job; one identity on LocalStack), read it back, compare."""
     from hsm_lab.ceremony import archive
-    from hsm_lab.record import verify_lab
+    from hsm_lab.ceremony.record import verify_lab
 
     stack = stack_outputs(outputs)
     if stack.transcript_bucket is None:

@@ -667,7 +667,7 @@ def test_the_record_is_archived_by_the_ceremony_role_and_read_back_against_the_l
 ) -> None:
     """Issue 9 item 6: the archive in the Object Lock bucket must be the lab's own record, signed."""
     from hsm_lab.ceremony import archive
-    from hsm_lab.record import verify_lab
+    from hsm_lab.ceremony.record import verify_lab
 
     lab = byok_dealt.env.lab
     outputs = deployed["outputs"]

@@ -17,8 +17,8 @@ import pyrage
 import pytest
 
 from hsm_lab import errors
+from hsm_lab.ceremony.custodians import load_custodians, load_identities
 from hsm_lab.ceremony_day import config, custodians_new, doctor, outputs
-from hsm_lab.custodians import load_custodians, load_identities
 from hsm_lab.lab import Lab
 from tests.ceremony_day.conftest import REPO, run_day
 from tests.conftest import Dealt
@@ -78,9 +78,9 @@ def test_a_full_rehearsal_gives_valid_rehearse_byok_and_verify_documents_and_an_
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from hsm_lab.ceremony.record import verify_lab
     from hsm_lab.ceremony_day import audit_report
-    from hsm_lab.pyramid import rehearse_pyramid
-    from hsm_lab.record import verify_lab
+    from hsm_lab.rehearsal.full import rehearse_pyramid
 
     for key, value in localstack.client_env().items():
         monkeypatch.setenv(key, value)

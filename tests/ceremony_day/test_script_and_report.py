@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from hsm_lab import errors
+from hsm_lab.ceremony.custodians import Custodian
+from hsm_lab.ceremony.record import verify_lab
 from hsm_lab.ceremony_day import audit_report, script, script_render
-from hsm_lab.custodians import Custodian
 from hsm_lab.lab import Lab
-from hsm_lab.record import verify_lab
 from tests.ceremony_day.conftest import run_day
 from tests.conftest import NAMES, Dealt
 

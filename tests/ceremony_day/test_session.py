@@ -20,9 +20,9 @@ import pytest
 
 from hsm_lab import ceremony, errors
 from hsm_lab.ceremony.jose import b64
+from hsm_lab.ceremony.record import verify_lab
 from hsm_lab.ceremony_day import session as day_session
 from hsm_lab.lab import MASTER_LABEL, PRIMARY_TOKEN
-from hsm_lab.record import verify_lab
 from tests.ceremony_day.conftest import REPO, day_cmd, day_env, run_day
 from tests.conftest import NAMES, PASSPHRASE_CUSTODIAN, Dealt, deal, make_lab
 
